@@ -1,0 +1,167 @@
+"""Execute the course's notebooks headlessly and write a run report.
+
+``llm-course run`` (the course's main job) executes every chapter notebook and every lab
+solution with papermill, injecting ``SMOKE`` and ``DEVICE`` into the ``parameters`` cell,
+autogrades the reference solutions with nbgrader, and writes under ``build/``:
+
+* ``build/executed/<name>.ipynb`` — each executed notebook with its outputs,
+* ``build/report.json`` and ``build/report.md`` — per notebook: status, seconds, the
+  metrics it recorded with :func:`course_utils.runtime.record_metric`, and the error if any.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from course_utils.runtime import METRICS_ENV, SMOKE_ENV, read_metrics_file
+
+
+def repo_root() -> Path:
+    """The course folder: the one holding ``notebooks/`` (``$LLM_COURSE_ROOT`` overrides)."""
+    env = os.environ.get("LLM_COURSE_ROOT")
+    if env:
+        return Path(env).resolve()
+    for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]):
+        if (base / "notebooks").is_dir() and (base / "solutions").is_dir():
+            return base
+    raise FileNotFoundError("cannot find the course folder (with notebooks/ and solutions/); "
+                            "run from inside it or set LLM_COURSE_ROOT")
+
+
+def course_notebooks(root: Path | None = None) -> list[Path]:
+    """Chapter notebooks then lab solutions, in course order."""
+    root = root or repo_root()
+    return sorted((root / "notebooks").glob("[0-9]*.ipynb")) + sorted((root / "solutions").glob("lab*/*.ipynb"))
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    output: str | None = None
+
+
+def execute_notebook(path: str | os.PathLike, output: str | os.PathLike, *, smoke: bool = True,
+                     device: str = "auto", parameters: dict[str, Any] | None = None,
+                     timeout: int = 1800, kernel_name: str = "python3") -> NotebookResult:
+    """Execute one notebook with papermill; never raises for a failing notebook.
+
+    ``smoke`` and ``device`` are injected as ``SMOKE``/``DEVICE`` and also exported as
+    ``LLM_COURSE_SMOKE`` for code that reads the environment. The notebook runs with its own
+    folder as working directory. Metrics recorded by the notebook are collected through a
+    temporary ``LLM_COURSE_METRICS_FILE``.
+    """
+    import papermill as pm
+
+    path, output = Path(path), Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    params = {"SMOKE": smoke, "DEVICE": device, **(parameters or {})}
+    fd, metrics_file = tempfile.mkstemp(prefix="metrics-", suffix=".jsonl")
+    os.close(fd)
+    saved = {k: os.environ.get(k) for k in (METRICS_ENV, SMOKE_ENV)}
+    os.environ[METRICS_ENV] = metrics_file
+    os.environ[SMOKE_ENV] = "1" if smoke else "0"
+    start = time.perf_counter()
+    status, error = "ok", None
+    try:
+        pm.execute_notebook(str(path), str(output), parameters=params, cwd=str(path.parent),
+                            kernel_name=kernel_name, progress_bar=False, execution_timeout=timeout,
+                            log_output=False)
+    except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
+        status = "failed"
+        error = _short_error(exc)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    seconds = time.perf_counter() - start
+    metrics = read_metrics_file(metrics_file)
+    os.unlink(metrics_file)
+    return NotebookResult(notebook=str(path), status=status, seconds=round(seconds, 2), metrics=metrics,
+                          error=error, output=str(output))
+
+
+def _short_error(exc: Exception) -> str:
+    name = getattr(exc, "ename", type(exc).__name__)
+    value = getattr(exc, "evalue", str(exc))
+    cell = getattr(exc, "exec_count", None)
+    where = f" (cell {cell})" if cell is not None else ""
+    text = f"{name}: {value}{where}"
+    if not hasattr(exc, "ename"):
+        text += "\n" + "".join(traceback.format_exception_only(type(exc), exc))
+    return text.strip()[:2000]
+
+
+def write_report(results: list[NotebookResult], grades: list[dict[str, Any]], out_dir: Path,
+                 *, smoke: bool, device: str) -> tuple[Path, Path]:
+    """Write ``report.json`` and a readable ``report.md`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = {"smoke": smoke, "device": device, "notebooks": [asdict(r) for r in results], "grades": grades,
+            "ok": all(r.status == "ok" for r in results) and all(g.get("full_marks") for g in grades)}
+    json_path = out_dir / "report.json"
+    json_path.write_text(json.dumps(data, indent=2))
+    lines = [f"# Course run ({'SMOKE' if smoke else 'full'} mode, device {device})", "",
+             "| notebook | status | seconds | metrics |", "| --- | --- | ---: | --- |"]
+    for r in results:
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items()) or ""
+        lines.append(f"| {Path(r.notebook).name} | {r.status} | {r.seconds:.1f} | {shown} |")
+    if grades:
+        lines += ["", "## Reference solutions autograded with nbgrader", "",
+                  "| lab | score | max | full marks |", "| --- | ---: | ---: | --- |"]
+        for g in grades:
+            lines.append(f"| {g['lab']} | {g['score']} | {g['max_score']} | {'yes' if g['full_marks'] else 'NO'} |")
+    failures = [r for r in results if r.status != "ok"]
+    if failures:
+        lines += ["", "## Failures", ""]
+        for r in failures:
+            lines += [f"### {Path(r.notebook).name}", "", "```", r.error or "", "```", ""]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    return json_path, md_path
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def run_course(notebooks: list[Path] | None = None, *, smoke: bool = True, device: str = "auto",
+               out_dir: Path | None = None, grade: bool = True) -> dict[str, Any]:
+    """The main job: execute notebooks and lab solutions, autograde the reference solutions,
+    and write the report. Returns the report's data."""
+    from tqdm.auto import tqdm
+
+    root = repo_root()
+    out_dir = out_dir or root / "build"
+    notebooks = notebooks or course_notebooks(root)
+    results = []
+    bar = tqdm(notebooks, desc="notebooks", unit="nb")
+    for nb in bar:
+        bar.set_postfix_str(nb.name)
+        res = execute_notebook(nb, out_dir / "executed" / nb.name, smoke=smoke, device=device)
+        bar.write(f"{'ok    ' if res.status == 'ok' else 'FAILED'} {nb.name} ({res.seconds:.1f} s)"
+                  + (f"\n  {res.error.splitlines()[0]}" if res.error else ""))
+        results.append(res)
+    grades = []
+    if grade:
+        from course_utils.grading import grade_reference_solution
+
+        labs = sorted({nb.parent.name for nb in notebooks if nb.parent.parent.name == "solutions"})
+        for lab in tqdm(labs, desc="autograde reference solutions", unit="lab"):
+            grades.append(grade_reference_solution(lab, root=root, work_dir=out_dir / "grading" / lab,
+                                                   smoke=smoke))
+    json_path, md_path = write_report(results, grades, out_dir, smoke=smoke, device=device)
+    print(md_path.read_text())
+    print(f"Report: {md_path} and {json_path}; executed notebooks in {out_dir / 'executed'}")
+    return json.loads(json_path.read_text())
