@@ -1,0 +1,7 @@
+"""``python -m course_utils`` is the same as the ``llm-course`` command."""
+
+import sys
+
+from course_utils.cli import main
+
+sys.exit(main())

