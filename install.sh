@@ -17,7 +17,8 @@ if "$py" -c "import torch" >/dev/null 2>&1; then
   echo "[install] keeping the installed torch $("$py" -c 'import torch; print(torch.__version__)')"
 else
   echo "[install] installing ${TORCH_SPEC:-torch==2.13.0}"
-  "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
+  # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options, e.g. an --index-url
+  "${pip[@]}" ${TORCH_SPEC:-torch==2.13.0}
 fi
 constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
