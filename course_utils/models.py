@@ -168,7 +168,6 @@ def load_causal_lm(name: str = "smollm2-135m-instruct", device: str = "auto", dt
     The model is returned in eval mode. The tokenizer always has a pad token (the EOS
     token when the model defines none).
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if quantization is not None and quantization not in QUANTIZATIONS:
