@@ -87,3 +87,17 @@ def test_concurrent_first_use_builds_one_valid_cache(tmp_path):
     folder = tmp_path / "models" / "smollm2-135m-instruct"
     assert (folder / "COMPLETE").exists() and (folder / "model.safetensors").exists()
     assert not list((tmp_path / "models").glob("*.tmp-*"))
+
+
+@pytest.mark.gpu
+def test_cuda_load_bf16_and_nf4():
+    model, tokenizer = models.load_causal_lm("smollm2-135m-instruct", device="cuda")
+    assert next(model.parameters()).device.type == "cuda"
+    assert model.dtype in (torch.bfloat16, torch.float16)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True).to("cuda")
+    out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    q, _ = models.load_causal_lm("smollm2-135m-instruct", device="cuda", quantization="nf4")
+    assert models.footprint_bytes(q) < 0.6 * models.footprint_bytes(model)  # bf16 → nf4
