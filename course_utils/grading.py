@@ -48,6 +48,11 @@ c.CourseDirectory.course_id = "llm-engineering"
 c.Execute.timeout = {cell_timeout}
 c.Execute.interrupt_on_timeout = True
 c.Execute.execute_retries = 0
+# A loaded machine must not abort a whole notebook: wait longer for the kernel to start and
+# for its last outputs instead of raising (nbgrader's defaults are 60 s and 4 s, raising).
+c.Execute.startup_timeout = 300
+c.Execute.iopub_timeout = 30
+c.Execute.raise_on_iopub_timeout = False
 c.OverwriteCells.add_missing_cells = True
 c.LimitOutput.max_lines = {max_lines}
 c.LimitOutput.max_traceback = 100
