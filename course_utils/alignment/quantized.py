@@ -14,17 +14,15 @@ and the quantization constants (NF4 with double quantization: ≈ 0.127 bits/par
 
 from __future__ import annotations
 
-import os
-import shutil
+from pathlib import Path
 
-from course_utils.models import OFFLINE_CAUSAL_LMS, QUANTIZATIONS, load_causal_lm
+from course_utils.models import OFFLINE_CAUSAL_LMS, QUANTIZATIONS, cached_folder, load_causal_lm
 from course_utils.runtime import cache_dir, resolve_device
 
 
 def load_quantized(name: str = "smollm2-135m-instruct", quantization: str = "nf4", device: str = "auto"):
     """``(model, tokenizer)`` loaded with bitsandbytes ``quantization`` (``"nf4"`` or ``"int8"``),
     from a cached pre-quantized checkpoint when running the offline model on CPU."""
-    from filelock import FileLock
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if quantization not in QUANTIZATIONS:
@@ -32,21 +30,13 @@ def load_quantized(name: str = "smollm2-135m-instruct", quantization: str = "nf4
     device = resolve_device(device)
     if device != "cpu" or name not in OFFLINE_CAUSAL_LMS:
         return load_causal_lm(name, device=device, quantization=quantization)
-    target = cache_dir() / "models" / f"{name}-{quantization}"
-    marker = target / "COMPLETE"
-    if not marker.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target) + ".lock", timeout=1800):
-            if not marker.exists():
-                model, tokenizer = load_causal_lm(name, device="cpu", quantization=quantization)
-                tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-                shutil.rmtree(tmp, ignore_errors=True)
-                model.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-                (tmp / "COMPLETE").write_text(f"{name} quantized with bitsandbytes {quantization}\n")
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(tmp, target)
-                return model, tokenizer
+
+    def quantize(tmp: Path) -> None:
+        model, tokenizer = load_causal_lm(name, device="cpu", quantization=quantization)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    target = cached_folder(cache_dir() / "models" / f"{name}-{quantization}", quantize)
     tokenizer = AutoTokenizer.from_pretrained(target)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
