@@ -346,16 +346,6 @@ def release(labs: list[str] | None = None, *, root: Path | None = None, out_dir:
     return written
 
 
-def notebook_grade_cells(nb) -> dict[str, dict]:
-    """grade_id → nbgrader metadata of a notebook's autograded test cells."""
-    out = {}
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution"):
-            out[meta["grade_id"]] = dict(meta)
-    return out
-
-
 def failed_grade_cells(executed_nb) -> dict[str, str]:
     """grade_id → error name for the test cells that raised in an executed notebook."""
     failed = {}
