@@ -24,6 +24,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
+def check_same_shape(**tensors: torch.Tensor) -> None:
+    """Raise ``TypeError`` naming any argument that is not a tensor, and ``ValueError`` listing
+    every argument's shape when they differ."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{', '.join(shapes)} must all have the same shape, got {shapes}")
+
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
 
@@ -87,14 +98,8 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
             ``loss_type``, label smoothing with a loss other than ``"sigmoid"``, or inputs
             of different shapes.
     """
-    inputs = {"policy_chosen_logps": policy_chosen_logps, "policy_rejected_logps": policy_rejected_logps,
-              "reference_chosen_logps": reference_chosen_logps, "reference_rejected_logps": reference_rejected_logps}
-    for name, value in inputs.items():
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    shapes = {name: tuple(v.shape) for name, v in inputs.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"all log-probability tensors must have the same shape, got {shapes}")
+    check_same_shape(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
+                     reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
     if not isinstance(beta, (int, float)) or beta <= 0:
         raise ValueError(f"beta must be a number > 0, got {beta!r}")
     if not 0.0 <= label_smoothing < 0.5:

@@ -21,21 +21,14 @@ from __future__ import annotations
 
 import torch
 
-
-def _check_same_shape(**tensors: torch.Tensor) -> None:
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"shapes must match, got {shapes}")
+from course_utils.alignment.losses import check_same_shape
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of ``values`` where ``mask`` is nonzero (all of them when ``mask`` is None)."""
     if mask is None:
         return values.mean()
-    _check_same_shape(values=values, mask=mask)
+    check_same_shape(values=values, mask=mask)
     mask = mask.to(values.dtype)
     count = mask.sum()
     if count == 0:
@@ -45,7 +38,7 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token KL estimate between the policy and the reference from sampled-token log-probs."""
-    _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
     if kind == "k1":
         return logprobs - ref_logprobs
     if kind == "k3":
@@ -59,7 +52,7 @@ def shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: t
     """Per-token RLHF rewards ``−kl_coef · (log π − log π_ref)``, plus each sequence's score on its
     last response token. ``scores``: ``(batch,)``; the others ``(batch, T)``; ``mask`` marks the
     response tokens (each row needs at least one)."""
-    _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
+    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
     if scores.shape != logprobs.shape[:1]:
         raise ValueError(f"scores must have shape (batch,) = {tuple(logprobs.shape[:1])}, got {tuple(scores.shape)}")
     if kl_coef < 0:
@@ -82,12 +75,12 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: fl
     the last step. With ``mask`` (1 = real step), masked steps are skipped: they neither
     receive advantage nor pass value/advantage through (right padding).
     """
-    _check_same_shape(rewards=rewards, values=values)
+    check_same_shape(rewards=rewards, values=values)
     if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
         raise ValueError(f"gamma and lam must be in [0, 1], got gamma={gamma}, lam={lam}")
     if mask is None:
         mask = torch.ones_like(rewards)
-    _check_same_shape(rewards=rewards, mask=mask)
+    check_same_shape(rewards=rewards, mask=mask)
     mask = mask.to(rewards.dtype)
     steps = rewards.shape[-1]
     advantages = torch.zeros_like(rewards)
@@ -107,7 +100,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: fl
 def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                   clip_eps: float = 0.2, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate loss and the fraction of tokens where clipping was active."""
-    _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
+    check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
     if clip_eps <= 0:
         raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
     ratio = torch.exp(logprobs - old_logprobs)
@@ -121,7 +114,7 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                clip_eps: float | None = 0.2, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``½ E[max((V − R)², (V_clip − R)²)]``; ``clip_eps=None`` gives plain ``½ E[(V − R)²]``."""
-    _check_same_shape(values=values, old_values=old_values, returns=returns)
+    check_same_shape(values=values, old_values=old_values, returns=returns)
     err = (values - returns) ** 2
     if clip_eps is not None:
         if clip_eps <= 0:
