@@ -24,6 +24,7 @@ from course_utils.rag.documents import (
 )
 from course_utils.rag.embeddings import CachedEmbedder, EmbeddingCache
 from course_utils.rag.evaluation import (
+                                       citation_summary,
                                        evaluate_rankings,
                                        evaluate_retriever,
                                        groundedness,
@@ -57,7 +58,7 @@ __all__ = [
     "Chunk", "chunk_documents", "chunk_text", "chunk_tokens", "semantic_chunks", "split_markdown", "window_spans",
     "Document", "load_markdown_folder", "load_notebook_markdown", "load_pdf", "load_pydoc_corpus",
     "CachedEmbedder", "EmbeddingCache",
-    "evaluate_rankings", "evaluate_retriever", "groundedness", "hit_at_k", "hit_rate_at_k", "load_questions",
+    "citation_summary", "evaluate_rankings", "evaluate_retriever", "groundedness", "hit_at_k", "hit_rate_at_k", "load_questions",
     "recall_at_k", "reciprocal_rank", "unique_sources",
     "RAGAnswer", "answer_with_sources", "answer_without_retrieval", "iterative_answer", "parse_citations", "rag_answer",
     "VectorIndex", "index_recall_at_k",

@@ -111,3 +111,25 @@ def groundedness(answer, gold: str, relevant: Iterable[str] | None = None, key: 
         rel = set(relevant)
         out["cites_relevant"] = any(h.metadata.get(key) in rel for h in answer.cited_sources)
     return out
+
+
+def citation_summary(gradings: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate :func:`groundedness` results of several answers.
+
+    ``citing_rate`` = (answers citing ≥ 1 source) / (answers). ``valid_rate`` and
+    ``relevant_rate`` average ``citations_valid`` and ``cites_relevant`` over the citing answers
+    only, and are None when no answer cites: an answer without citations has nothing to check,
+    and counting it as valid would make a model that never cites look perfectly attributed.
+    ``relevant_rate`` is also None when the gradings were made without ``relevant``.
+    """
+    rows = list(gradings)
+    if not rows:
+        raise ValueError("gradings is empty: pass the dicts returned by groundedness()")
+    citing = [g for g in rows if g["n_citations"] > 0]
+    out: dict[str, Any] = {"citing_rate": len(citing) / len(rows), "n_citing": len(citing),
+                           "valid_rate": None, "relevant_rate": None}
+    if citing:
+        out["valid_rate"] = sum(bool(g["citations_valid"]) for g in citing) / len(citing)
+        if all(g.get("cites_relevant") is not None for g in citing):
+            out["relevant_rate"] = sum(bool(g["cites_relevant"]) for g in citing) / len(citing)
+    return out

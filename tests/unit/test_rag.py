@@ -22,6 +22,7 @@ from course_utils.rag import (
     answer_with_sources,
     chunk_documents,
     chunk_tokens,
+    citation_summary,
     evaluate_rankings,
     groundedness,
     hit_at_k,
@@ -380,6 +381,17 @@ def test_groundedness_and_citations():
     assert ok == {"contains_gold": True, "n_citations": 1, "citations_valid": True, "cites_relevant": True}
     bad = groundedness(RAGAnswer("q", "No idea [5].", srcs, [5]), "finally", relevant={"try"})
     assert not bad["contains_gold"] and not bad["citations_valid"] and not bad["cites_relevant"]
+    silent = groundedness(RAGAnswer("q", "Use finally.", srcs, []), "finally", relevant={"try"})
+    assert silent["citations_valid"] and not silent["cites_relevant"]  # vacuously valid: nothing cited
+
+    summary = citation_summary([ok, bad, silent])
+    assert summary == {"citing_rate": 2 / 3, "n_citing": 2, "valid_rate": 0.5, "relevant_rate": 0.5}
+    assert citation_summary([silent, silent]) == {"citing_rate": 0.0, "n_citing": 0, "valid_rate": None,
+                                                  "relevant_rate": None}
+    unlabelled = groundedness(RAGAnswer("q", "x [1]", srcs, [1]), "finally")
+    assert citation_summary([unlabelled])["relevant_rate"] is None
+    with pytest.raises(ValueError, match="gradings"):
+        citation_summary([])
 
 
 # ---------------------------------------------------------------- the LLM side
