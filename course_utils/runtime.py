@@ -20,6 +20,8 @@ import math
 import numbers
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,24 @@ def set_seed(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002  (seeds the legacy global RNG that libraries still use)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(num_threads)`` and restore the previous
+    count afterwards, even on error. ``None`` leaves the count as it is."""
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                    or num_threads < 1):
+        raise ValueError(f"num_threads must be None or a positive int, got {num_threads!r}")
+    import torch
+
+    saved = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _jsonable(value: Any) -> Any:

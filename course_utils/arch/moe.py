@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_utils.runtime import torch_threads
+
 DispatchMethod = Literal["loop", "grouped_mm"]
 _METHODS = ("loop", "grouped_mm")
 
@@ -512,23 +514,17 @@ def benchmark_moe(token_counts: Sequence[int] = (16, 256, 4096), *, d_model: int
         impls["MoELayer grouped_mm"] = lambda x: grouped(x.to(grouped.gate_up_proj.dtype)).output
 
     rows: list[dict[str, Any]] = []
-    saved_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
     sizes = token_counts
     if progress:
         from tqdm.auto import tqdm
         sizes = tqdm(token_counts, desc="benchmark_moe (token counts)")
-    try:
-        with torch.inference_mode():
-            for n in sizes:
-                x = torch.randn(n, d_model, device=device)
-                medians = _interleaved_medians({name: (lambda fn=fn, x=x: fn(x)) for name, fn in impls.items()},
-                                               repeats, warmup, sync)
-                rows += [{"tokens": n, "impl": name, "seconds": sec, "tokens_per_s": n / sec}
-                         for name, sec in medians.items()]
-    finally:
-        torch.set_num_threads(saved_threads)
+    with torch_threads(num_threads), torch.inference_mode():
+        for n in sizes:
+            x = torch.randn(n, d_model, device=device)
+            medians = _interleaved_medians({name: (lambda fn=fn, x=x: fn(x)) for name, fn in impls.items()},
+                                           repeats, warmup, sync)
+            rows += [{"tokens": n, "impl": name, "seconds": sec, "tokens_per_s": n / sec}
+                     for name, sec in medians.items()]
     for row in rows:
         same = {r["impl"]: r["tokens_per_s"] for r in rows if r["tokens"] == row["tokens"]}
         row["vs_naive"] = row["tokens_per_s"] / same["naive"]

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from course_utils.runtime import torch_threads
 from course_utils.scaling.fit import ScalingLawFit, fit_power_law
 from course_utils.scaling.laws import FLOPS_PER_PARAM_TOKEN, _positive_array
 
@@ -188,25 +189,15 @@ def run_sweep(budgets: Sequence[float], shapes: Sequence[tuple[int, int]] = DEFA
     if not plan:
         raise ValueError("no run of the sweep has between min_steps and max_steps steps; "
                          "raise the budgets or lower min_steps")
-    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
-                                    or num_threads < 1):
-        raise ValueError(f"num_threads must be None or a positive int, got {num_threads!r}")
-    saved_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    bar = tqdm(total=sum(r["steps"] for r in plan), desc="sweep (optimiser steps)", unit="step",
-               disable=not progress)
     runs = []
-    try:
+    with torch_threads(num_threads), tqdm(total=sum(r["steps"] for r in plan), desc="sweep (optimiser steps)",
+                                          unit="step", disable=not progress) as bar:
         for r in plan:
             bar.set_postfix_str(f"C={r['budget']:.1e} N={r['n_params']:,}")
             runs.append(train_run(r["hidden_size"], r["num_layers"], r["tokens"], corpus, budget=r["budget"],
                                   batch_size=batch_size, seq_len=seq_len, eval_batches_max=eval_batches_max,
                                   lr=default_lr(r["hidden_size"], base_lr), device=device, seed=seed))
             bar.update(r["steps"])
-    finally:
-        bar.close()
-        torch.set_num_threads(saved_threads)
     return runs
 
 

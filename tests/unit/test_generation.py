@@ -22,6 +22,7 @@ from course_utils.generation import (
     top_k_filter,
     top_p_filter,
 )
+from course_utils.runtime import torch_threads
 
 SEEDS = [0, 1, 2]
 SHAPES = [(1, 50), (4, 257), (3, 1000)]
@@ -278,10 +279,8 @@ def smollm2():
 
     # One intra-op thread: on a shared 2-core CI machine, oversubscribed OpenMP threads make each
     # forward pass several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_causal_lm("smollm2-135m-instruct", device="cpu")
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield load_causal_lm("smollm2-135m-instruct", device="cpu")
 
 
 def _reference(model, prompt_ids: list[int], **kwargs) -> list[int]:

@@ -56,3 +56,22 @@ def test_write_report(tmp_path):
     assert data["ok"] is False and data["notebooks"][0]["metrics"] == {"acc": 0.5}
     md = md_path.read_text()
     assert "| 00_x.ipynb | ok | 1.5 | acc=0.5 |" in md and "ValueError: boom" in md and "lab00" in md
+
+
+def test_torch_threads_sets_and_restores_even_on_error():
+    import torch
+
+    from course_utils.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"), torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num_threads"), torch_threads(bad):
+            pass
