@@ -106,6 +106,22 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
+def set_notebook_threads(requested: int | None, smoke: bool, device: str) -> int:
+    """Set torch's thread count for the rest of a notebook and return the count in effect:
+    ``requested`` when given; otherwise 1 in SMOKE mode on a CPU, where CI's shared 2-core
+    machines make two OpenMP threads wait on each other (measured on notebook 08: 285 s with
+    2 threads, 65 s with 1); otherwise torch's default."""
+    import torch
+
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise ValueError(f"TORCH_THREADS must be None or a positive int, got {requested!r}")
+    if requested is not None:
+        torch.set_num_threads(requested)
+    elif smoke and device == "cpu":
+        torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
         value = value.item()  # a numpy or torch scalar

@@ -75,3 +75,19 @@ def test_torch_threads_sets_and_restores_even_on_error():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="num_threads"), torch_threads(bad):
             pass
+
+
+def test_set_notebook_threads_policy():
+    import torch
+
+    from course_utils.runtime import set_notebook_threads, torch_threads
+
+    with torch_threads(None):  # restores whatever the policy sets
+        before = torch.get_num_threads()
+        assert set_notebook_threads(None, False, "cpu") == before  # full mode: torch's default
+        assert set_notebook_threads(None, True, "cuda") == before
+        assert set_notebook_threads(None, True, "cpu") == 1        # SMOKE on a CPU
+        assert set_notebook_threads(2, True, "cpu") == 2           # an explicit request wins
+        for bad in (0, -3, 1.5, True):
+            with pytest.raises(ValueError, match="TORCH_THREADS"):
+                set_notebook_threads(bad, True, "cpu")
