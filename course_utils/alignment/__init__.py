@@ -28,6 +28,7 @@ from course_utils.alignment.lora import (
 )
 from course_utils.alignment.losses import (
     bradley_terry_loss,
+    chosen_nll,
     dpo_loss,
     preference_accuracy,
     sequence_logprobs,
@@ -43,7 +44,8 @@ from course_utils.alignment.ppo import (
 )
 
 __all__ = [
-    "IGNORE_INDEX", "SYSTEM_PROMPT", "LoRALinear", "apply_lora", "bradley_terry_loss", "count_parameters",
+    "IGNORE_INDEX", "SYSTEM_PROMPT", "LoRALinear", "apply_lora", "bradley_terry_loss", "chosen_nll",
+    "count_parameters",
     "dpo_loss", "extract_integer", "format_llama2", "gae", "judge", "kl_penalty", "load_preferences", "load_sft",
     "lora_layers", "lora_parameter_count", "masked_mean", "merge_lora", "pad_batch", "ppo_clip_loss",
     "preference_accuracy", "prompt_text", "score_responses", "sequence_logprobs", "shaped_rewards",

@@ -15,6 +15,13 @@ so for a sequence ``y`` with response mask ``m``
   difference that does not saturate. TRL averages the log-probabilities over the response
   tokens first; pass ``sequence_logprobs(..., average=True)`` to do the same.
 
+**DPO + NLL** (RPO; Pang et al., 2024, "Iterative Reasoning Preference Optimization"). DPO
+only pushes the *difference* of the log-ratios up; both likelihoods can fall together, and a
+small model's greedy answers then get worse. Adding ``α · NLL`` of the chosen responses,
+``NLL = −Σ_i log π_θ(y_w,i|x_i) / Σ_i |y_w,i|`` (mean over every chosen response token in the
+batch, :func:`chosen_nll`), anchors the chosen likelihood. TRL 1.x spells it
+``loss_type=["sigmoid", "sft"], loss_weights=[1, α]`` (older TRL: ``rpo_alpha=α``).
+
 **Bradley–Terry** reward-model loss: ``P(y_w ≻ y_l) = σ(r(x, y_w) − r(x, y_l))``, trained with
 ``−log σ(r_w − r_l)``.
 """
@@ -119,6 +126,23 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     else:  # ipo
         losses = (logits - 1 / (2 * beta)) ** 2
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def chosen_nll(policy_chosen_logps: torch.Tensor, chosen_token_counts: torch.Tensor) -> torch.Tensor:
+    """Token-mean negative log-likelihood of the chosen responses, ``−Σ logps / Σ counts``.
+
+    Args:
+        policy_chosen_logps: ``(batch,)`` summed response log-probs (from :func:`sequence_logprobs`).
+        chosen_token_counts: ``(batch,)`` number of response tokens each sum covers (≥ 1).
+
+    This is TRL's ``"sft"`` loss term, the ``α · NLL`` of RPO (see the module doc).
+    """
+    check_same_shape(policy_chosen_logps=policy_chosen_logps, chosen_token_counts=chosen_token_counts)
+    if policy_chosen_logps.numel() == 0:
+        raise ValueError("policy_chosen_logps is empty")
+    if (chosen_token_counts < 1).any():
+        raise ValueError("chosen_token_counts must all be >= 1 (each response has at least one token)")
+    return -policy_chosen_logps.sum() / chosen_token_counts.sum()
 
 
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:

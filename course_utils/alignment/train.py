@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from course_utils.alignment.chat import IGNORE_INDEX, pad_batch, split_prompt_response, tokenize_for_sft
 from course_utils.alignment.data import SYSTEM_PROMPT, prompt_text, score_responses
-from course_utils.alignment.losses import dpo_loss, sequence_logprobs
+from course_utils.alignment.losses import chosen_nll, dpo_loss, sequence_logprobs
 
 
 def _device_of(model) -> torch.device:
@@ -144,16 +144,23 @@ def batch_logps(model, pairs: list[tuple[dict, dict]], pad_token_id: int,
 def train_dpo(policy, reference, pairs: list[tuple[dict, dict]], steps: int, batch_size: int = 8,
               beta: float = 0.1, lr: float = 5e-5, pad_token_id: int = 0, seed: int = 0,
               loss_type: str = "sigmoid", logprob_fn: Callable = sequence_logprobs,
-              loss_fn: Callable = dpo_loss, desc: str = "DPO") -> dict[str, list[float]]:
-    """DPO on preference pairs; returns per-step ``loss``, ``margin`` (mean chosen − rejected
-    reward), ``accuracy`` (fraction with chosen reward > rejected) and the two mean rewards."""
+              loss_fn: Callable = dpo_loss, sft_weight: float = 0.0, desc: str = "DPO"
+              ) -> dict[str, list[float]]:
+    """DPO on preference pairs; returns per-step ``loss`` (the DPO term), ``nll`` (the chosen
+    responses' token-mean NLL), ``margin`` (mean chosen − rejected reward), ``accuracy``
+    (fraction with chosen reward > rejected) and the two mean rewards.
+
+    The optimised loss is ``mean(DPO) + sft_weight · nll`` — ``sft_weight > 0`` is RPO, TRL's
+    ``loss_type=["sigmoid", "sft"]`` (see :mod:`course_utils.alignment.losses`)."""
+    if not isinstance(sft_weight, (int, float)) or sft_weight < 0:
+        raise ValueError(f"sft_weight must be a number >= 0, got {sft_weight!r}")
     params = [p for p in policy.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the policy has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=lr)
     rng = random.Random(seed)
     order: list[int] = []
-    history: dict[str, list[float]] = {k: [] for k in ("loss", "margin", "accuracy", "chosen_reward",
+    history: dict[str, list[float]] = {k: [] for k in ("loss", "nll", "margin", "accuracy", "chosen_reward",
                                                       "rejected_reward")}
     reference.eval()
     for _ in tqdm(range(steps), desc=desc, leave=False):
@@ -166,11 +173,15 @@ def train_dpo(policy, reference, pairs: list[tuple[dict, dict]], steps: int, bat
         policy.train()
         pol_c, pol_r = batch_logps(policy, chunk, pad_token_id, logprob_fn)
         losses, r_c, r_r = loss_fn(pol_c, pol_r, ref_c, ref_r, beta=beta, loss_type=loss_type)
+        counts = torch.tensor([sum(t != IGNORE_INDEX for t in c["labels"][1:]) for c, _ in chunk],
+                              device=pol_c.device)
+        nll = chosen_nll(pol_c, counts)
         loss = losses.mean()
-        loss.backward()
+        (loss + sft_weight * nll if sft_weight else loss).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         history["loss"].append(loss.item())
+        history["nll"].append(nll.item())
         history["margin"].append((r_c - r_r).mean().item())
         history["accuracy"].append((r_c > r_r).float().mean().item())
         history["chosen_reward"].append(r_c.mean().item())

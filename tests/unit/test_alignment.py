@@ -15,6 +15,7 @@ from course_utils.alignment import (
     LoRALinear,
     apply_lora,
     bradley_terry_loss,
+    chosen_nll,
     count_parameters,
     dpo_loss,
     format_llama2,
@@ -254,6 +255,39 @@ def test_dpo_loss_equals_trl_on_the_same_model_and_batch(tokenizer, tmp_path):
             ours, _, _ = dpo_loss(p[:4], p[4:], r[:4], r[4:], beta=0.3, loss_type=loss_type)
             torch.testing.assert_close(ours.mean(), trl_loss, atol=1e-5, rtol=1e-5)
         assert abs(trl_loss.item()) > 0
+        # RPO: DPO + alpha * NLL of the chosen responses = TRL's loss_type=["sigmoid", "sft"]
+        trainer.loss_types, trainer.loss_weights = ["sigmoid", "sft"], [1.0, 0.7]
+        trl_loss = trainer.compute_loss(policy, batch)
+        counts = (mask * batch["attention_mask"])[:4, 1:].sum(dim=1)
+        ours, _, _ = dpo_loss(pol[:4], pol[4:], ref[:4], ref[4:], beta=0.3)
+        torch.testing.assert_close(ours.mean() + 0.7 * chosen_nll(pol[:4], counts), trl_loss, atol=1e-5, rtol=1e-5)
+
+
+def test_train_dpo_sft_weight_keeps_the_chosen_likelihood_up(tokenizer):
+    from course_utils.alignment.train import batch_logps, preference_examples, train_dpo
+
+    pairs = preference_examples(tokenizer, load_preferences("train")[:8])
+    reference = tiny_llama(vocab_size=len(tokenizer), seed=0)
+    chosen_logp = {}
+    for weight in (0.0, 5.0):
+        policy = copy.deepcopy(reference)
+        history = train_dpo(policy, reference, pairs, steps=6, batch_size=4, lr=1e-2, sft_weight=weight,
+                            pad_token_id=tokenizer.pad_token_id)
+        assert set(history) >= {"loss", "nll", "margin", "accuracy"} and len(history["nll"]) == 6
+        with torch.no_grad():
+            chosen_logp[weight] = batch_logps(policy, pairs, tokenizer.pad_token_id)[0].mean().item()
+    assert chosen_logp[5.0] > chosen_logp[0.0] + 1.0
+    with pytest.raises(ValueError, match="sft_weight"):
+        train_dpo(policy, reference, pairs, steps=1, sft_weight=-1.0)
+
+
+def test_chosen_nll_is_the_token_mean_and_checks_input():
+    logps, counts = torch.tensor([-2.0, -6.0]), torch.tensor([1, 3])
+    assert chosen_nll(logps, counts).item() == pytest.approx(2.0)        # (2 + 6) / (1 + 3)
+    with pytest.raises(ValueError, match="same shape"):
+        chosen_nll(logps, torch.tensor([1]))
+    with pytest.raises(ValueError, match=">= 1"):
+        chosen_nll(logps, torch.tensor([1, 0]))
 
 
 # ---------------------------------------------------------------- reward model and PPO
