@@ -34,6 +34,7 @@ from course_utils.alignment.losses import (
     sequence_logprobs,
 )
 from course_utils.alignment.ppo import (
+    adaptive_kl_coef,
     gae,
     kl_penalty,
     masked_mean,
@@ -44,7 +45,7 @@ from course_utils.alignment.ppo import (
 )
 
 __all__ = [
-    "IGNORE_INDEX", "SYSTEM_PROMPT", "LoRALinear", "apply_lora", "bradley_terry_loss", "chosen_nll",
+    "IGNORE_INDEX", "SYSTEM_PROMPT", "LoRALinear", "adaptive_kl_coef", "apply_lora", "bradley_terry_loss", "chosen_nll",
     "count_parameters",
     "dpo_loss", "extract_integer", "format_llama2", "gae", "judge", "kl_penalty", "load_preferences", "load_sft",
     "lora_layers", "lora_parameter_count", "masked_mean", "merge_lora", "pad_batch", "ppo_clip_loss",

@@ -5,6 +5,9 @@
   (unbiased, always ≥ 0; used by GRPO).
 * **Reward shaping**: per-token reward ``r_t = −β_KL · kl_t``, plus the sequence score
   (reward model or rule) added on the last response token.
+* **Adaptive KL coefficient** (Ziegler et al., 2019): with target ``KL*``,
+  ``e = clip(KL / KL* − 1, −0.2, 0.2)`` and ``β_KL ← β_KL · (1 + K · e)``: the penalty grows
+  while the policy is further from the reference than the target and shrinks when closer.
 * **GAE** (generalised advantage estimation): ``δ_t = r_t + γ V_{t+1} − V_t`` and
   ``A_t = δ_t + γ λ A_{t+1}`` (``V_T = 0`` after the last step); returns ``R_t = A_t + V_t``.
 * **Clipped surrogate**: with ``ρ_t = exp(log π_θ − log π_old)``,
@@ -65,6 +68,19 @@ def shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: t
     last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)
     rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype)
     return rewards
+
+
+def adaptive_kl_coef(kl_coef: float, observed_kl: float, target: float, rate: float = 1.0) -> float:
+    """Next KL coefficient of the proportional controller: ``kl_coef · (1 + rate · e)`` with
+    ``e = clip(observed_kl / target − 1, −0.2, 0.2)``. TRL's old ``AdaptiveKLController``
+    uses ``rate = n_steps / horizon``; a short loop needs a larger ``rate`` (1 = up to ±20 %
+    per update)."""
+    if kl_coef <= 0 or target <= 0:
+        raise ValueError(f"kl_coef and target must be > 0, got kl_coef={kl_coef}, target={target}")
+    if not 0 < rate <= 5:
+        raise ValueError(f"rate must be in (0, 5], got {rate}")
+    error = min(max(observed_kl / target - 1, -0.2), 0.2)
+    return kl_coef * (1 + rate * error)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: float = 0.95,

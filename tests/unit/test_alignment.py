@@ -13,6 +13,7 @@ from torch import nn
 from course_utils.alignment import (
     IGNORE_INDEX,
     LoRALinear,
+    adaptive_kl_coef,
     apply_lora,
     bradley_terry_loss,
     chosen_nll,
@@ -358,6 +359,17 @@ def test_kl_penalty_and_shaped_rewards():
     torch.testing.assert_close(rewards, want)
     with pytest.raises(ValueError, match="kind"):
         kl_penalty(lp, ref, "k9")
+
+
+def test_adaptive_kl_coef_moves_toward_the_target():
+    assert adaptive_kl_coef(0.1, observed_kl=4.0, target=4.0) == pytest.approx(0.1)
+    assert adaptive_kl_coef(0.1, observed_kl=4.4, target=4.0) == pytest.approx(0.11)      # e = 0.1
+    assert adaptive_kl_coef(0.1, observed_kl=40.0, target=4.0) == pytest.approx(0.12)     # e clipped to 0.2
+    assert adaptive_kl_coef(0.1, observed_kl=0.0, target=4.0, rate=0.5) == pytest.approx(0.09)
+    with pytest.raises(ValueError, match="target"):
+        adaptive_kl_coef(0.1, 1.0, target=0.0)
+    with pytest.raises(ValueError, match="rate"):
+        adaptive_kl_coef(0.1, 1.0, target=1.0, rate=0.0)
 
 
 # ---------------------------------------------------------------- chat formatting
