@@ -30,12 +30,25 @@ def sft_examples(tokenizer, rows: list[dict], template: str = "chat", system: st
                              max_length=max_length) for r in rows]
 
 
-def general_text_examples(tokenizer, n: int = 32, seq_len: int = 64, offset: int = 0) -> list[dict]:
-    """``n`` windows of ``seq_len`` tokens of Python's own documentation (``pydoc_data``),
-    labels on every token: a stand-in for "general text" to measure forgetting."""
-    from pydoc_data.topics import topics
+GENERAL_SOURCES = ("topics", "docstrings")
 
-    text = "\n\n".join(topics[k] for k in sorted(topics))
+
+def general_text_examples(tokenizer, n: int = 32, seq_len: int = 64, offset: int = 0,
+                          source: str = "topics") -> list[dict]:
+    """``n`` windows of ``seq_len`` tokens of Python's own documentation, labels on every token:
+    a stand-in for "general text" to measure forgetting, or to mix into training as replay.
+
+    ``source="topics"`` reads the language-reference topics (``pydoc_data``);
+    ``source="docstrings"`` the standard library's docstrings
+    (:func:`course_utils.text_corpus.stdlib_docstrings`). Measuring forgetting on one and
+    replaying the other keeps the replay data out of the measurement.
+    """
+    from course_utils import text_corpus
+
+    if source not in GENERAL_SOURCES:
+        raise ValueError(f"source={source!r}: expected one of {GENERAL_SOURCES}")
+    docs = text_corpus.pydoc_topics() if source == "topics" else text_corpus.stdlib_docstrings()
+    text = "\n\n".join(d.text for d in docs)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     stride = seq_len * 3  # spread the windows over the corpus
     out = []

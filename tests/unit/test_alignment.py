@@ -430,3 +430,50 @@ def test_judge_and_win_rate():
     assert judge("12", 1200)["correct"] is False
     wr = win_rate(["5", "x", "7"], ["5 apples", "6", "7"], [5, 6, 7])
     assert (wr["wins"], wr["losses"], wr["ties"]) == (1, 1, 1) and wr["win_rate"] == pytest.approx(0.5)
+
+
+def test_general_text_windows_and_sources(tokenizer):
+    from course_utils.alignment.train import general_text_examples
+
+    topics = general_text_examples(tokenizer, n=3, seq_len=16)
+    docstrings = general_text_examples(tokenizer, n=3, seq_len=16, source="docstrings")
+    for ex in topics + docstrings:
+        assert len(ex["input_ids"]) == 16 and ex["labels"] == ex["input_ids"] and ex["attention_mask"] == [1] * 16
+    assert [e["input_ids"] for e in topics] != [e["input_ids"] for e in docstrings]
+    assert general_text_examples(tokenizer, n=2, seq_len=16, offset=1)[0] == topics[1]
+    with pytest.raises(ValueError, match="source"):
+        general_text_examples(tokenizer, n=1, source="wikipedia")
+    with pytest.raises(ValueError, match="too much"):
+        general_text_examples(tokenizer, n=10**6, seq_len=64)
+
+
+@pytest.mark.gpu
+def test_cuda_qlora_sft_and_dpo_steps():
+    """On CUDA: QLoRA (bitsandbytes NF4 + PEFT LoRA) learns a batch, and a DPO step with our loss runs and
+    moves the margin; the sequence log-probabilities equal the CPU computation."""
+    from peft import LoraConfig, get_peft_model
+
+    from course_utils.alignment.quantized import load_quantized
+    from course_utils.alignment.train import preference_examples, sft_examples, train_dpo, train_lm
+    from course_utils.models import load_causal_lm
+
+    nf4, tokenizer = load_quantized("smollm2-135m-instruct", "nf4", device="cuda")
+    qlora = get_peft_model(nf4, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                           task_type="CAUSAL_LM"))
+    batch = sft_examples(tokenizer, load_sft("train")[:8])
+    losses = train_lm(qlora, batch, steps=6, batch_size=8, lr=2e-3, pad_token_id=tokenizer.pad_token_id)
+    assert losses[-1] < 0.8 * losses[0]
+
+    reference, _ = load_causal_lm("smollm2-135m-instruct", device="cuda")
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    policy = apply_lora(copy.deepcopy(reference), ("q_proj", "v_proj"), r=8, alpha=16)
+    pairs = preference_examples(tokenizer, load_preferences("train")[:8])
+    history = train_dpo(policy, reference, pairs, steps=4, batch_size=8, lr=1e-3, sft_weight=1.0,
+                        pad_token_id=tokenizer.pad_token_id)
+    assert all(math.isfinite(x) for x in history["loss"]) and history["margin"][-1] > history["margin"][0]
+
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
+    labels, mask = torch.randint(0, 7, (2, 5)), torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 0]])
+    torch.testing.assert_close(sequence_logprobs(logits.cuda(), labels.cuda(), mask.cuda()).cpu(),
+                               sequence_logprobs(logits, labels, mask), atol=1e-5, rtol=1e-5)
