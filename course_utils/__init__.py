@@ -2,8 +2,9 @@
 
 By chapter: ``models`` (loading, offline first) and ``generation`` (sampling) for 00;
 ``scaling`` and ``text_corpus`` for 01; ``arch`` (02) and ``arch.moe`` (03); ``alignment``
-(05-06); ``rag`` (08). Infrastructure: ``runtime`` (SMOKE, device, metrics), ``runner``
-(executing notebooks) and ``grading`` (nbgrader release and autograding).
+(05-06); ``rag`` (08). Shared by every chapter: ``runtime`` (SMOKE, device, metrics, paths, every
+environment variable) and ``checks`` (argument checks). The course's own tools (the ``llm-course``
+command, the notebook runner and report, nbgrader grading) live apart in ``tooling``.
 """
 
 __version__ = "0.1.0"

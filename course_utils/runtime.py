@@ -25,8 +25,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SMOKE_ENV = "LLM_COURSE_SMOKE"
-METRICS_ENV = "LLM_COURSE_METRICS_FILE"
+# Every environment variable the course reads, in one place.
+SMOKE_ENV = "LLM_COURSE_SMOKE"  # 1/0: tiny sizes (CI, the autograder) or full runs
+METRICS_ENV = "LLM_COURSE_METRICS_FILE"  # set by the runner: where record_metric appends
+CACHE_ENV = "LLM_COURSE_CACHE"  # converted models and embedding caches
+ROOT_ENV = "LLM_COURSE_ROOT"  # the course folder (with notebooks/ and solutions/)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -173,10 +176,23 @@ def read_metrics_file(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def repo_root() -> Path:
+    """The course folder: the one holding ``notebooks/`` and ``solutions/`` (``$LLM_COURSE_ROOT``
+    overrides); searched from the working directory up, then beside this package."""
+    env = os.environ.get(ROOT_ENV)
+    if env:
+        return Path(env).resolve()
+    for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]):
+        if (base / "notebooks").is_dir() and (base / "solutions").is_dir():
+            return base
+    raise FileNotFoundError(f"cannot find the course folder (with notebooks/ and solutions/); "
+                            f"run from inside it or set {ROOT_ENV}")
+
+
 def cache_dir() -> Path:
     """Where the course caches converted models and embeddings: ``$LLM_COURSE_CACHE`` or
     ``~/.cache/llm-course``."""
-    root = os.environ.get("LLM_COURSE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "llm-course")
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "llm-course")
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -31,8 +31,8 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def executed(tmp_path_factory):
     """``executed(path)`` runs a notebook once per session in SMOKE mode (papermill) and
-    returns its :class:`course_utils.runner.NotebookResult`; later calls reuse the result."""
-    from course_utils.runner import execute_notebook
+    returns its :class:`course_utils.tooling.runner.NotebookResult`; later calls reuse the result."""
+    from course_utils.tooling.runner import execute_notebook
 
     out_dir = tmp_path_factory.mktemp("executed")
     cache: dict[Path, object] = {}

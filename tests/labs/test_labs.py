@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.grading import failed_grade_cells, release
+from course_utils.tooling.grading import failed_grade_cells, release
 from tests.conftest import ROOT
 from tests.labs.helpers import grade_cells, read, save
 

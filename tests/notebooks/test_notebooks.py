@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from course_utils.runner import course_notebooks
+from course_utils.tooling.runner import course_notebooks
 from tests.conftest import ROOT
 
 NOTEBOOKS = course_notebooks(ROOT)

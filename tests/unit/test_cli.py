@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from course_utils.cli import _resolve_notebooks, build_parser
-from course_utils.doctor import run_checks
+from course_utils.tooling.cli import _resolve_notebooks, build_parser
+from course_utils.tooling.doctor import run_checks
 
 
 def test_parser_has_the_commands():

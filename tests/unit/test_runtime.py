@@ -3,7 +3,7 @@ import json
 import pytest
 
 from course_utils import runtime
-from course_utils.runner import NotebookResult, write_report
+from course_utils.tooling.runner import NotebookResult, write_report
 
 
 def test_resolve_smoke(monkeypatch):

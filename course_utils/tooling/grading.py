@@ -59,7 +59,7 @@ c.LimitOutput.max_traceback = 100
 c.Autograde.create_student = True
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import GetGrades
-from course_utils.grading import HideHiddenTests
+from course_utils.tooling.grading import HideHiddenTests
 c.GenerateFeedback.preprocessors = [HideHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
 """
 
@@ -134,7 +134,7 @@ def _nbgrader_env(smoke: bool) -> dict[str, str]:
 
 
 def repo_paths(root: Path | None = None) -> Path:
-    from course_utils.runner import repo_root
+    from course_utils.runtime import repo_root
 
     return Path(root) if root else repo_root()
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def _resolve_notebooks(names: list[str]) -> list[Path]:
-    from course_utils.runner import course_notebooks, repo_root
+    from course_utils.runtime import repo_root
+    from course_utils.tooling.runner import course_notebooks
 
     if not names:
         return course_notebooks()
@@ -29,13 +30,13 @@ def _resolve_notebooks(names: list[str]) -> list[Path]:
 
 
 def cmd_doctor(args) -> int:
-    from course_utils.doctor import doctor
+    from course_utils.tooling.doctor import doctor
 
     return 1 if doctor(load_models=not args.quick) else 0
 
 
 def cmd_run(args) -> int:
-    from course_utils.runner import run_course
+    from course_utils.tooling.runner import run_course
 
     report = run_course(_resolve_notebooks(args.notebooks), smoke=not args.full, device=args.device,
                         out_dir=Path(args.out) if args.out else None, grade=not args.no_grade)
@@ -43,7 +44,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_release(args) -> int:
-    from course_utils.grading import release
+    from course_utils.tooling.grading import release
 
     for path in release(args.labs or None):
         print(f"released {path}")
@@ -51,7 +52,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from course_utils.grading import grade_submissions
+    from course_utils.tooling.grading import grade_submissions
 
     out = Path(args.out or f"build/grades/{args.lab}.csv")
     rows = grade_submissions(args.lab, args.submissions, out, cell_timeout=args.cell_timeout,
@@ -64,7 +65,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_lab(args) -> int:
-    from course_utils.runner import repo_root
+    from course_utils.runtime import repo_root
 
     root = repo_root()
     cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={root}", *args.jupyter_args]

@@ -20,19 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from course_utils.runtime import METRICS_ENV, SMOKE_ENV, read_metrics_file
-
-
-def repo_root() -> Path:
-    """The course folder: the one holding ``notebooks/`` (``$LLM_COURSE_ROOT`` overrides)."""
-    env = os.environ.get("LLM_COURSE_ROOT")
-    if env:
-        return Path(env).resolve()
-    for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]):
-        if (base / "notebooks").is_dir() and (base / "solutions").is_dir():
-            return base
-    raise FileNotFoundError("cannot find the course folder (with notebooks/ and solutions/); "
-                            "run from inside it or set LLM_COURSE_ROOT")
+from course_utils.runtime import METRICS_ENV, SMOKE_ENV, read_metrics_file, repo_root
 
 
 def course_notebooks(root: Path | None = None) -> list[Path]:
@@ -155,7 +143,7 @@ def run_course(notebooks: list[Path] | None = None, *, smoke: bool = True, devic
         results.append(res)
     grades = []
     if grade:
-        from course_utils.grading import grade_reference_solution
+        from course_utils.tooling.grading import grade_reference_solution
 
         labs = sorted({nb.parent.name for nb in notebooks if nb.parent.parent.name == "solutions"})
         for lab in tqdm(labs, desc="autograde reference solutions", unit="lab"):

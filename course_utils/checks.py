@@ -1,0 +1,109 @@
+"""Argument checks shared by every chapter, so that the code a notebook displays is the math plus
+one line per check.
+
+Each check raises ``ValueError`` (a bad value) or ``TypeError`` (a wrong kind of object) with a
+message that names the argument and says what was expected, and returns nothing. Checks that take
+keyword arguments check each of them::
+
+    checks.positive_int(d_model=d_model, num_heads=num_heads)
+    checks.tensor("x", x, ndim=3, floating=True)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(**values: Any) -> None:
+    """Each value is an int ≥ 1 (bools are rejected)."""
+    for name, value in values.items():
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def non_negative_int(**values: Any) -> None:
+    """Each value is an int ≥ 0 (bools are rejected)."""
+    for name, value in values.items():
+        if not _is_int(value) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
+def number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False) -> None:
+    """``value`` is a finite real number in the interval given by ``low``/``high``
+    (closed unless ``low_open``/``high_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{name} must be in {span}, got {value!r}")
+
+
+def positive_number(**values: Any) -> None:
+    """Each value is a finite number > 0."""
+    for name, value in values.items():
+        number(name, value, low=0, low_open=True)
+
+
+def probability(name: str, value: Any, *, allow_zero: bool = True, allow_one: bool = True) -> None:
+    """``value`` is a probability in [0, 1] (ends excluded on request)."""
+    number(name, value, low=0.0, high=1.0, low_open=not allow_zero, high_open=not allow_one)
+
+
+def one_of(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """``value`` is one of ``choices``."""
+    options = list(choices)
+    if value not in options:
+        raise ValueError(f"{name}={value!r}: expected one of {options}")
+
+
+def instance(name: str, value: Any, types: type | tuple[type, ...]) -> None:
+    """``value`` is an instance of ``types`` (``TypeError`` otherwise)."""
+    if not isinstance(value, types):
+        wanted = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise TypeError(f"{name} must be a {wanted}, got {type(value).__name__}")
+
+
+def non_empty(name: str, value: Any) -> None:
+    """``value`` has at least one element."""
+    if len(value) == 0:
+        raise ValueError(f"{name} must not be empty")
+
+
+def tensor(name: str, x: Any, *, ndim: int | tuple[int, ...] | None = None, floating: bool | None = None,
+           shape: str | None = None) -> None:
+    """``x`` is a ``torch.Tensor`` with ``ndim`` dimensions (an int or a tuple of allowed counts) and,
+    when ``floating`` is set, a floating (or, when False, a non-floating) dtype. ``shape`` is the
+    expected layout in words, e.g. ``"(batch, seq, dim)"``, quoted in the error."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            layout = f" {shape}" if shape else ""
+            dims = " or ".join(str(n) for n in allowed)
+            raise ValueError(f"{name} must have {dims} dimensions{layout}, got shape {tuple(x.shape)}")
+    if floating is not None and x.is_floating_point() != floating:
+        kind = "a floating" if floating else "an integer or bool"
+        raise TypeError(f"{name} must have {kind} dtype, got {x.dtype}")
+
+
+def same_shape(**tensors: Any) -> None:
+    """All the tensors have the same shape."""
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"expected the same shape, got {listed}")
