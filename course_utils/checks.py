@@ -140,10 +140,11 @@ def same_length(**sequences: Any) -> None:
 
 
 def tensor(name: str, x: Any, *, ndim: int | tuple[int, ...] | None = None, floating: bool | None = None,
-           shape: str | None = None, last_dim: int | None = None) -> None:
+           integer: bool = False, shape: str | None = None, last_dim: int | None = None) -> None:
     """``x`` is a ``torch.Tensor`` with ``ndim`` dimensions (an int or a tuple of allowed counts),
     ``last_dim`` entries in its last dimension and, when ``floating`` is set, a floating (or, when
-    False, a non-floating) dtype. ``shape`` is the expected layout in words, e.g.
+    False, a non-floating) dtype; ``integer=True`` asks for an integer dtype (not bool, not
+    complex), as token ids need. ``shape`` is the expected layout in words, e.g.
     ``"(batch, seq, dim)"``, quoted in the error."""
     import torch
 
@@ -161,6 +162,8 @@ def tensor(name: str, x: Any, *, ndim: int | tuple[int, ...] | None = None, floa
     if floating is not None and x.is_floating_point() != floating:
         kind = "a floating" if floating else "an integer or bool"
         raise TypeError(f"{name} must have {kind} dtype, got {x.dtype}")
+    if integer and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        raise TypeError(f"{name} must have an integer dtype, got {x.dtype}")
 
 
 def same_shape(**tensors: Any) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from course_utils import checks
 from course_utils.runtime import cache_dir, resolve_device
 
 OFFLINE_CAUSAL_LMS: dict[str, dict[str, str]] = {
@@ -106,8 +107,7 @@ def offline_model_dir(name: str = "smollm2-135m-instruct", *, progress: bool = T
     The conversion dequantises the GGUF weights to fp32 with transformers' GGUF loader and
     saves model and tokenizer with ``save_pretrained`` (see :func:`cached_folder`).
     """
-    if name not in OFFLINE_CAUSAL_LMS:
-        raise ValueError(f"{name!r} is not an offline model; offline models: {sorted(OFFLINE_CAUSAL_LMS)}")
+    checks.one_of("name (an offline model)", name, sorted(OFFLINE_CAUSAL_LMS))
     info = OFFLINE_CAUSAL_LMS[name]
 
     def convert(tmp: Path) -> None:
@@ -132,8 +132,7 @@ def offline_model_dir(name: str = "smollm2-135m-instruct", *, progress: bool = T
 
 
 def _causal_lm_source(name: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a model name, local path or hub id, got {name!r}")
+    checks.string("name (a model name, local path or hub id)", name, non_empty=True)
     if name in OFFLINE_CAUSAL_LMS:
         return str(offline_model_dir(name))
     if os.path.exists(name):
@@ -182,8 +181,7 @@ def load_causal_lm(name: str = "smollm2-135m-instruct", device: str = "auto", dt
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization={quantization!r}: expected None, 'nf4' or 'int8'")
+    checks.one_of("quantization", quantization, (None, *QUANTIZATIONS))
     device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
     source = _causal_lm_source(name)
@@ -215,8 +213,7 @@ def load_embedder(name: str = "all-minilm-l6-v2", device: str = "auto"):
             raise ImportError(f"the offline embedder {name!r} needs its package; run `{info['pip']}`")
         module = importlib.import_module(info["package"])
         return SentenceTransformer(str(module.get_model_path()), device=device)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be an embedder name, local path or hub id, got {name!r}")
+    checks.string("name (an embedder name, local path or hub id)", name, non_empty=True)
     if not os.path.exists(name) and name.count("/") != 1:
         raise ValueError(
             f"unknown embedder {name!r}: pass one of {sorted(OFFLINE_EMBEDDERS)}, a local folder, "
@@ -232,8 +229,6 @@ def footprint_bytes(model) -> int:
 
 def estimate_memory_bytes(num_params: float, precision: str) -> float:
     """Rule-of-thumb weight memory: ``num_params × bytes_per_param[precision]``."""
-    if precision not in BYTES_PER_PARAM:
-        raise ValueError(f"precision={precision!r}: expected one of {sorted(BYTES_PER_PARAM)}")
-    if num_params < 0:
-        raise ValueError(f"num_params must be >= 0, got {num_params}")
+    checks.one_of("precision", precision, sorted(BYTES_PER_PARAM))
+    checks.number("num_params", num_params, low=0)
     return num_params * BYTES_PER_PARAM[precision]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from course_utils import checks
 from course_utils.runtime import cache_dir
 
 
@@ -147,8 +148,7 @@ class CachedEmbedder:
 
     def encode_query(self, query: str) -> np.ndarray:
         """One query → a ``(dim,)`` unit vector (not cached: queries are rarely repeated)."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        checks.string("query", query)
         return self._encode([query], False)[0]
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from course_utils import checks
+
 INDEX_KINDS = ("flat", "hnsw")
 
 
@@ -28,10 +30,8 @@ class VectorIndex:
                  ef_search: int = 128):
         import faiss
 
-        if kind not in INDEX_KINDS:
-            raise ValueError(f"kind={kind!r}: expected one of {INDEX_KINDS}")
-        if not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        checks.one_of("kind", kind, INDEX_KINDS)
+        checks.positive_int(dim=dim)
         self.dim, self.kind = dim, kind
         self.params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
         if kind == "flat":
@@ -58,8 +58,7 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` → ``(scores, ids)``, each ``(n_queries, min(k, len(self)))``, best first."""
         q = self._check(queries, "queries")
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        checks.positive_int(k=k)
         k = min(k, len(self))
         if self.kind == "hnsw":
             self.index.hnsw.efSearch = max(self.params["ef_search"], k)

@@ -287,7 +287,7 @@ def test_retriever_contract(retrievers, name):
     assert len(everything) == len(r.chunks) and len({h.chunk_id for h in everything}) == len(r.chunks)
     assert all(a.score >= b.score for a, b in zip(everything, everything[1:]))
     for bad in ["", "   "]:
-        with pytest.raises(ValueError, match="query is empty"):
+        with pytest.raises(ValueError, match="query must be a non-empty string"):
             r.search(bad, k=3)
     with pytest.raises(ValueError, match="k must"):
         r.search("loop", k=0)
