@@ -1,4 +1,5 @@
-"""Every chapter notebook and lab solution executes headlessly in SMOKE mode (one process)."""
+"""Every chapter notebook and lab solution executes headlessly in SMOKE mode (one process), and
+the claims of claims/<notebook>.toml that apply in SMOKE mode hold."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import nbformat
 import pytest
 
+from course_utils.tooling.claims import claims_file, load_claims
 from course_utils.tooling.runner import course_notebooks
 from tests.conftest import ROOT
 
@@ -20,8 +22,27 @@ def _id(p):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
 def test_notebook_executes(path, executed):
+    """It runs, and every SMOKE-mode claim holds (the runner marks a broken claim as failed)."""
     result = executed(path)
+    broken = [c for c in result.claims if not c["ok"]]
+    assert not broken, (
+        f"{path.name}: {len(broken)} of {len(result.claims)} SMOKE claims broken (claims/{path.stem}.toml):\n"
+        + "\n".join(f"  {c['metric']} = {c['value']!r}: claim {c['bound']}: {c['problem']}"
+                    + (f"  ({c['why']})" if c["why"] else "") for c in broken))
     assert result.status == "ok", f"{path.name} failed:\n{result.error}"
+    smoke_claims = [m for m, spec in load_claims(path, ROOT).items() if spec.get("mode", "both") != "full"]
+    assert sorted(c["metric"] for c in result.claims) == sorted(smoke_claims)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_notebook_has_reviewed_claims(path):
+    """Each notebook and lab states bounds for the numbers its prose relies on; every chapter has
+    claims that SMOKE mode checks (a lab's may all need full mode: fine-tuned > base)."""
+    assert claims_file(path, ROOT).exists(), f"write claims/{path.stem}.toml (see CONTRIBUTING.md)"
+    claims = load_claims(path, ROOT)
+    assert claims and all(spec.get("why") for spec in claims.values()), "every claim says why in `why`"
+    if path.parent.name == "notebooks":
+        assert any(spec.get("mode", "both") != "full" for spec in claims.values()), "no claim is checked in SMOKE mode"
 
 
 @pytest.mark.parametrize("path", ALL_SOURCES, ids=_id)
