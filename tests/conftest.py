@@ -15,14 +15,15 @@ from course_utils.runtime import ROOT_ENV, SMOKE_ENV
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault(ROOT_ENV, str(ROOT))
 os.environ.setdefault(SMOKE_ENV, "1")
-SLOW_FOLDERS = ("notebooks", "labs")  # tests/notebooks and tests/labs execute notebooks: `-m "not slow"` skips them
 
 
 def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that executes notebooks: those using the ``executed`` fixture and all
+    of tests/labs (`pytest -m "not slow"` is the fast unit loop); skip ``gpu`` tests without CUDA."""
     import torch
 
     for item in items:
-        if Path(str(item.fspath)).parent.name in SLOW_FOLDERS:
+        if "executed" in getattr(item, "fixturenames", ()) or Path(str(item.fspath)).parent.name == "labs":
             item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return

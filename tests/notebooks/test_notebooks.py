@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 from course_utils.tooling.claims import claims_file, load_claims
+from course_utils.tooling.headers import header_problems
 from course_utils.tooling.runner import course_notebooks
 from tests.conftest import ROOT
 
@@ -59,6 +60,13 @@ def test_notebook_is_committed_clean(path):
     for knob in ("SMOKE", "DEVICE"):
         assert knob in params, f"parameters cell lacks {knob}"
     assert "colab.research.google.com" in json.dumps(nb.cells[0].source), "first cell needs a Colab link"
+
+
+@pytest.mark.parametrize("path", ALL_SOURCES, ids=_id)
+def test_colab_badge_and_setup_cell_use_the_project_url(path):
+    """The repository URL is written once, in pyproject.toml; every notebook, solution and released
+    lab agrees with it (rewrite them with scripts/sync_notebook_headers.py)."""
+    assert header_problems(path, ROOT) == []
 
 
 def test_there_are_notebooks_and_labs():
