@@ -27,8 +27,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 def chromium_path() -> str | None:
-    """The Chromium executable, or None when it is not installed (``apt-get install chromium``)."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    """The Chromium (or Chrome) executable, or None when none is installed (``apt-get install chromium``)."""
+    return next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))),
+                None)
 
 
 class Browser:
