@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from course_utils import models
+from course_utils.runtime import CACHE_ENV
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_concurrent_first_use_builds_one_valid_cache(tmp_path):
     """Two processes convert the GGUF into an empty cache at once: both load a valid model."""
     code = ("from course_utils.models import load_causal_lm; m, t = load_causal_lm('smollm2-135m-instruct', "
             "device='cpu'); print(sum(p.numel() for p in m.parameters()))")
-    env = {**os.environ, "LLM_COURSE_CACHE": str(tmp_path)}
+    env = {**os.environ, CACHE_ENV: str(tmp_path)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

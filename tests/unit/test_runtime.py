@@ -33,7 +33,7 @@ def test_record_metric_writes_file(tmp_path, monkeypatch, capsys):
     import numpy as np
 
     path = tmp_path / "m.jsonl"
-    monkeypatch.setenv("LLM_COURSE_METRICS_FILE", str(path))
+    monkeypatch.setenv(runtime.METRICS_ENV, str(path))
     runtime.record_metric("loss", np.float32(1.5))
     runtime.record_metric("steps", 3)
     runtime.record_metric("loss", 1.25)
