@@ -136,9 +136,9 @@ def fill_metrics(template: str, metrics: Mapping[str, Any] | None = None) -> str
 
 
 def show_answer(template: str, *, title: str = "Answer (with this run's numbers)",
-                metrics: Mapping[str, Any] | None = None) -> str:
+                metrics: Mapping[str, Any] | None = None) -> None:
     """Display a worked answer (Markdown) folded in a ``<details>`` block, its ``{{metric}}``
-    placeholders filled from this run's metrics (:func:`fill_metrics`); returns the filled text."""
+    placeholders filled from this run's metrics (:func:`fill_metrics`)."""
     text = fill_metrics(template, metrics)
     try:
         from IPython import get_ipython
@@ -149,4 +149,3 @@ def show_answer(template: str, *, title: str = "Answer (with this run's numbers)
         display(Markdown(f"<details><summary>{title}</summary>\n\n{text}\n\n</details>"))
     else:
         print(f"{title}:\n{text}")
-    return text
