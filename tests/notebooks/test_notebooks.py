@@ -4,6 +4,7 @@ the claims of claims/<notebook>.toml that apply in SMOKE mode hold."""
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -60,6 +61,27 @@ def test_notebook_is_committed_clean(path):
     for knob in ("SMOKE", "DEVICE"):
         assert knob in params, f"parameters cell lacks {knob}"
     assert "colab.research.google.com" in json.dumps(nb.cells[0].source), "first cell needs a Colab link"
+
+
+CHAPTERS = [p for p in NOTEBOOKS if p.parent.name == "notebooks"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=_id)
+def test_chapter_shows_its_code_and_ends_with_exercises_and_papers(path):
+    """show_source where a mechanism is taught; 3-6 exercises, at least two auto-checked, the open ones
+    with worked answers; then "Papers and further reading"; no prose sending the reader to a .py file."""
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert code.count("show_source(") >= 3
+    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
+    tail = nb.cells[start:]
+    exercises = [c for c in tail if c.cell_type == "markdown" and c.source.startswith("**Exercise")]
+    checks = [c for c in tail if c.cell_type == "code" and ("check_function(" in c.source or "check_value(" in c.source)]
+    answers = [c for c in tail if c.cell_type == "code" and "show_answer(" in c.source or "<details>" in c.source]
+    assert 3 <= len(exercises) <= 6 and len(checks) >= 2 and len(checks) + len(answers) >= len(exercises)
+    assert nb.cells[-1].source.startswith("## Papers and further reading")
+    assert not re.search(r"course_utils/[\w/]*\.py", prose), "show the code with show_source instead"
 
 
 @pytest.mark.parametrize("path", ALL_SOURCES, ids=_id)
