@@ -67,12 +67,17 @@ def replace_cell_source(nb, grade_id: str, source: str):
     return out
 
 
+def _import_line(name: str, dotted: str) -> str:
+    module, _, attr = dotted.rpartition(".")
+    return f"from {module} import {attr} as {name}"
+
+
 def import_references(solution, references: dict[str, str]):
     """Every solution cell replaced by an import of the course's reference."""
     nb = copy(solution)
     for cell in solution_cells(nb):
         defined = [name for name in references if re.search(rf"^def {name}\b", cell.source, re.MULTILINE)]
-        cell.source = "\n".join(f"from {references[n].rpartition('.')[0]} import {n}" for n in defined)
+        cell.source = "\n".join(_import_line(n, references[n]) for n in defined)
     return nb
 
 
@@ -82,8 +87,8 @@ def importlib_references(solution, references: dict[str, str]):
         defined = [name for name in references if re.search(rf"^def {name}\b", cell.source, re.MULTILINE)]
         lines = ["import importlib"]
         for n in defined:
-            module = references[n].rpartition(".")[0]
-            lines.append(f"{n} = getattr(importlib.reload(importlib.import_module({module!r})), {n!r})")
+            module, _, attr = references[n].rpartition(".")
+            lines.append(f"{n} = getattr(importlib.reload(importlib.import_module({module!r})), {attr!r})")
         cell.source = "\n".join(lines)
     return nb
 
@@ -92,7 +97,7 @@ def exec_encoded_references(solution, references: dict[str, str]):
     nb = copy(solution)
     for cell in solution_cells(nb):
         defined = [name for name in references if re.search(rf"^def {name}\b", cell.source, re.MULTILINE)]
-        code = "\n".join(f"from {references[n].rpartition('.')[0]} import {n}" for n in defined)
+        code = "\n".join(_import_line(n, references[n]) for n in defined)
         blob = base64.b64encode(code.encode()).decode()
         cell.source = f"import base64\nexec(base64.b64decode({blob!r}).decode())"
     return nb
@@ -125,7 +130,7 @@ def read_reference_source(solution, references: dict[str, str]):
                     break
             else:
                 exec(compile(open(_paths[0]).read(), _paths[0], "exec"), _ns)
-        """).strip() + "\n" + "\n".join(f"{n} = _ns[{n!r}]" for n in defined)
+        """).strip() + "\n" + "\n".join(f"{n} = _ns[{references[n].rpartition('.')[2]!r}]" for n in defined)
     return nb
 
 

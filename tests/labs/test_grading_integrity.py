@@ -272,3 +272,60 @@ def test_sleeping_in_a_test_is_stopped(lab00):
 
 def test_no_process_outlives_grading(lab00):
     assert lab00["stray"] == []
+
+
+LAB01 = "lab01_rope_gqa"
+
+
+@pytest.fixture(scope="module")
+def lab01(tmp_path_factory):
+    if not sandbox_status()[0]:
+        pytest.skip(f"no grading sandbox here: {sandbox_status()[1]}")
+    tmp = tmp_path_factory.mktemp("integrity01")
+    solution = read(ROOT / "solutions" / LAB01 / f"{LAB01}.ipynb")
+    release = read(ROOT / "labs" / LAB01 / f"{LAB01}.ipynb")
+    refs = lab_references(ROOT / "solutions" / LAB01)
+    wrong_rope = attacks.replace_solution(solution, release, "impl_rope", """
+        head_dim = x.shape[-1]
+        if head_dim % 2:
+            raise ValueError(f"head_dim must be even, got {head_dim}")
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = positions.to(torch.float32)[:, None] * inv_freq
+        angles = torch.cat((angles, angles), dim=-1)
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * angles.cos().to(x.dtype) + torch.cat((x2, -x1), dim=-1) * angles.sin().to(x.dtype)  # wrong sign
+    """)
+    sensitive = {"solution": ROOT / "solutions" / LAB01 / f"{LAB01}.ipynb",
+                 "other_student": tmp / "submitted" / "a_correct" / LAB01 / f"{LAB01}.ipynb",
+                 "gradebook": tmp / "work" / "course" / "gradebook.db", "students": tmp / "work" / "students"}
+    students = {
+        "a_correct": solution,
+        "b_empty": release,
+        "w_wrong_rope": wrong_rope,
+        "r_import": attacks.import_references(solution, refs),
+        "r_read_source": attacks.read_reference_source(solution, refs),
+        "t_patch_everything": attacks.add_cell(wrong_rope, attacks.patch_everything(), early=True),
+        "l_print_history": attacks.add_cell(solution, attacks.LEAK_HISTORY, early=False),
+        "s_read_disk": attacks.add_cell(solution, attacks.probe_disk(sensitive), early=True),
+    }
+    graded = grade_class(LAB01, students, tmp, jobs=2)
+    graded.update(solution=solution, stray=_processes_of(tmp / "work"))
+    return graded
+
+
+def test_lab01_class(lab01):
+    rows = lab01["rows"]
+    full = float(rows["a_correct"]["max_score"])
+    assert full == 12 and _score(rows, "a_correct") == full
+    assert _score(rows, "b_empty") == 0
+    wrong = _score(rows, "w_wrong_rope")
+    assert wrong == 12 - 4 - 2, rows["w_wrong_rope"]  # test_rope and the layer test fail
+    for student in ("r_import", "r_read_source"):
+        assert _score(rows, student) == 0 and "blocked reference" in rows[student]["reason"], rows[student]
+    assert _score(rows, "t_patch_everything") <= wrong
+    assert "test_rope (" in rows["t_patch_everything"]["reason"], rows["t_patch_everything"]
+    assert _score(rows, "l_print_history") == full and _score(rows, "s_read_disk") == full
+    page = html.unescape(lab01["feedback"]["s_read_disk"])
+    assert attacks.MARK_ISOLATED in page and attacks.MARK_LEAK not in page
+    assert_nothing_leaked(lab01, lab01["solution"])
+    assert lab01["stray"] == []
