@@ -34,6 +34,18 @@ def _split(marker: str) -> str:
     return f"({marker[:half]!r} + {marker[half:]!r})"
 
 
+def as_student(solution):
+    """What a student hands in: the solution's code without the hidden tests a student never sees
+    (the grader restores every test cell from the lab's source anyway)."""
+    from course_utils.tooling.grading.feedback import strip_hidden_source
+
+    nb = copy(solution)
+    for cell in grade_cells(nb):
+        cell.source = strip_hidden_source(cell.source)
+    nb.metadata.pop("llm_course", None)
+    return nb
+
+
 def _setup_index(nb) -> int:
     """Index just after the locked setup cells (before the first solution cell)."""
     first_solution = nb.cells.index(solution_cells(nb)[0])

@@ -74,7 +74,7 @@ def _processes_of(work: Path) -> list[str]:
     return [line.strip() for line in out.splitlines() if str(work) in line]
 
 
-def grade_class(lab: str, students: dict, tmp: Path, *, jobs: int, extra_paths: dict | None = None):
+def grade_class(lab: str, students: dict, tmp: Path, *, jobs: int, cell_timeout: int = CELL_TIMEOUT):
     subs = tmp / "submitted"
     for name, nb in students.items():
         save(subs, name, lab, nb)
@@ -82,7 +82,7 @@ def grade_class(lab: str, students: dict, tmp: Path, *, jobs: int, extra_paths: 
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = "/usr/bin:/bin"  # nothing of the course's environment on PATH
     proc = subprocess.run([str(llm_course_by_full_path()), "grade", lab, "--submissions", str(subs), "--out", str(out),
-                           "--work-dir", str(tmp / "work"), "--cell-timeout", str(CELL_TIMEOUT),
+                           "--work-dir", str(tmp / "work"), "--cell-timeout", str(cell_timeout),
                            "--student-timeout", "400", "--jobs", str(jobs)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -112,7 +112,8 @@ def lab00(tmp_path_factory):
     if not sandbox_status()[0]:
         pytest.skip(f"no grading sandbox here: {sandbox_status()[1]}")
     tmp = tmp_path_factory.mktemp("integrity00")
-    solution = read(ROOT / "solutions" / LAB / f"{LAB}.ipynb")
+    source = read(ROOT / "solutions" / LAB / f"{LAB}.ipynb")
+    solution = attacks.as_student(source)  # the solution's code, as a student would hand it in
     release = read(ROOT / "labs" / LAB / f"{LAB}.ipynb")
     refs = lab_references(ROOT / "solutions" / LAB)
     listener = _Listener()
@@ -185,7 +186,7 @@ def lab00(tmp_path_factory):
         graded = grade_class(LAB, students, tmp, jobs=2)
     finally:
         listener.close()
-    graded.update(solution=solution, hashes=hashes, writable=writable, connections=listener.connections,
+    graded.update(solution=source, hashes=hashes, writable=writable, connections=listener.connections,
                   stray=_processes_of(tmp / "work"), refs=refs)
     return graded
 
@@ -265,9 +266,12 @@ def test_fork_bombs_and_giant_allocations_are_contained(lab00):
 
 def test_sleeping_in_a_test_is_stopped(lab00):
     rows = lab00["rows"]
-    for student in ("s_sleep_in_test", "s_sleep_ignoring_interrupts"):
-        assert _score(rows, student) < 10 and "timed out" in rows[student]["reason"], rows[student]
-        assert rows[student]["status"] == "graded"
+    assert _score(rows, "s_sleep_in_test") < 10 and "timed out" in rows["s_sleep_in_test"]["reason"]
+    assert rows["s_sleep_in_test"]["status"] == "graded"
+    # a kernel that ignores interrupts stays busy: every later cell times out, or the whole submission does
+    stuck = rows["s_sleep_ignoring_interrupts"]
+    assert _score(rows, "s_sleep_ignoring_interrupts") < 10 and ("timed out" in stuck["reason"]
+                                                                 or "time limit" in stuck["reason"]), stuck
 
 
 def test_no_process_outlives_grading(lab00):
@@ -282,7 +286,8 @@ def lab01(tmp_path_factory):
     if not sandbox_status()[0]:
         pytest.skip(f"no grading sandbox here: {sandbox_status()[1]}")
     tmp = tmp_path_factory.mktemp("integrity01")
-    solution = read(ROOT / "solutions" / LAB01 / f"{LAB01}.ipynb")
+    source = read(ROOT / "solutions" / LAB01 / f"{LAB01}.ipynb")
+    solution = attacks.as_student(source)
     release = read(ROOT / "labs" / LAB01 / f"{LAB01}.ipynb")
     refs = lab_references(ROOT / "solutions" / LAB01)
     wrong_rope = attacks.replace_solution(solution, release, "impl_rope", """
@@ -308,8 +313,8 @@ def lab01(tmp_path_factory):
         "l_print_history": attacks.add_cell(solution, attacks.LEAK_HISTORY, early=False),
         "s_read_disk": attacks.add_cell(solution, attacks.probe_disk(sensitive), early=True),
     }
-    graded = grade_class(LAB01, students, tmp, jobs=2)
-    graded.update(solution=solution, stray=_processes_of(tmp / "work"))
+    graded = grade_class(LAB01, students, tmp, jobs=2, cell_timeout=60)
+    graded.update(solution=source, stray=_processes_of(tmp / "work"))
     return graded
 
 

@@ -62,7 +62,7 @@ c.Execute.timeout = {cell_timeout}
 def _timeout(cell):
     meta = cell.get("metadata", {{}}).get("nbgrader", {{}})
     instructor_code = meta.get("locked") and not meta.get("grade") and not meta.get("solution")
-    return max({cell_timeout}, 600) if instructor_code else {cell_timeout}
+    return max({cell_timeout}, 300) if instructor_code else {cell_timeout}
 c.Execute.timeout_func = _timeout
 c.Execute.interrupt_on_timeout = True
 c.Execute.execute_retries = 0
