@@ -115,3 +115,21 @@ def test_feedback_never_shows_hidden_tests(graded):
         assert "BEGIN HIDDEN TESTS" not in text
         for line in lines:
             assert line not in text and html.escape(line) not in text, f"{page} shows hidden line {line!r}"
+
+
+def test_unsandboxed_grading_still_grades_and_says_so(tmp_path):
+    """Where no sandbox is available (a laptop, Colab), grading works, warns, and returns no output."""
+    subs = tmp_path / "submitted"
+    save(subs, "a_correct", LAB, read(ROOT / "solutions" / LAB / f"{LAB}.ipynb"))
+    save(subs, "b_empty", LAB, read(ROOT / "labs" / LAB / f"{LAB}.ipynb"))
+    out = tmp_path / "grades.csv"
+    proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", LAB, "--submissions", str(subs), "--out",
+                           str(out), "--sandbox", "off", "--jobs", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "graded WITHOUT a sandbox" in proc.stdout
+    rows = {r["student_id"]: r for r in csv.DictReader(out.open())}
+    assert rows["a_correct"]["score"] == rows["a_correct"]["max_score"] == "10" and rows["b_empty"]["score"] == "0"
+    assert {r["sandbox"] for r in rows.values()} == {"none"}
+    page = (tmp_path / "feedback" / "a_correct" / LAB / f"{LAB}.html").read_text()
+    assert "graded without a sandbox, so no output of your notebook is returned" in page
