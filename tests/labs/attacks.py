@@ -203,7 +203,9 @@ def probe_disk(paths: dict[str, Path]) -> str:
                 else:
                     with open(path, "rb") as fh:
                         head = fh.read(200000)
-                    if b"BEGIN HIDDEN" in head or b"SQLite format" in head or b"hidden.check" in head:
+                    # spelled in pieces, so that this cell's own source (in the student's notebook) is no match
+                    if any(marker in head for marker in (b"BEGIN " + b"HIDDEN", b"SQLite " + b"format",
+                                                         b"hidden" + b".check")):
                         print({_split(MARK_LEAK)}, path)
             except OSError:
                 pass
