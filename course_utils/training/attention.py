@@ -162,3 +162,65 @@ def tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     _check_qkv(q, k, v)
     checks.positive_int(block_q=block_q, block_k=block_k)
     return _TiledAttention.apply(q, k, v, bool(causal), block_q, block_k)
+
+
+def _implementations(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, block: int) -> dict:
+    """Naive, SDPA forced to its flash kernel (a CPU one exists), and tiled attention on the same inputs."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def flash() -> torch.Tensor:
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    return {"naive": lambda: naive_attention(q, k, v, causal=causal), "sdpa_flash": flash,
+            "tiled": lambda: tiled_attention(q, k, v, causal=causal, block_q=block, block_k=block)}
+
+
+def attention_peak_memory(seq_lens: list[int], *, head_dim: int = 64, num_heads: int = 1, block: int = 128,
+                          causal: bool = True, backward: bool = False, device: str = "cpu",
+                          seed: int = 0) -> list[dict[str, float]]:
+    """Peak bytes allocated by :func:`naive_attention` and :func:`tiled_attention` (forward, or
+    forward + backward) at each sequence length, measured with :class:`PeakMemory` on the same
+    ``(1, num_heads, N, head_dim)`` inputs. The inputs themselves are not counted."""
+    from course_utils.training.memory import peak_memory
+
+    rows = []
+    gen = torch.Generator().manual_seed(seed)
+    for n in seq_lens:
+        checks.positive_int(seq_len=n)
+        q, k, v = (torch.randn(1, num_heads, n, head_dim, generator=gen).to(device).requires_grad_(backward)
+                   for _ in range(3))
+        row: dict[str, float] = {"seq_len": n}
+        impls = _implementations(q, k, v, causal, block)
+        for name in ("naive", "tiled"):
+            run = (lambda f=impls[name]: f().sum().backward()) if backward else impls[name]
+            _, row[f"{name}_bytes"] = peak_memory(run)
+        row["score_matrix_bytes"] = num_heads * n * n * q.element_size()
+        rows.append(row)
+    return rows
+
+
+def time_attention(seq_lens: list[int], *, head_dim: int = 64, num_heads: int = 8, repeats: int = 3,
+                   causal: bool = True, device: str = "cpu", seed: int = 0) -> list[dict[str, float]]:
+    """Median forward seconds of naive attention, SDPA forced to its flash kernel
+    (``sdpa_kernel(SDPBackend.FLASH_ATTENTION)``; a CPU kernel exists) and :func:`tiled_attention`."""
+    import statistics
+    import time
+
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for n in seq_lens:
+        q, k, v = (torch.randn(1, num_heads, n, head_dim, generator=gen).to(device) for _ in range(3))
+        row: dict[str, float] = {"seq_len": n}
+        for name, fn in _implementations(q, k, v, causal, 128).items():
+            times = []
+            for _ in range(repeats + 1):
+                start = time.perf_counter()
+                fn()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+            row[f"{name}_seconds"] = statistics.median(times[1:])
+        rows.append(row)
+    return rows
