@@ -37,7 +37,9 @@ from course_utils.training.distributed import (  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated, from {STRATEGIES}")
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help=f"comma-separated, from {STRATEGIES}; a '+sum' suffix (fsdp2_zero3+sum) runs that "
+                        "strategy with the SUM-then-divide workaround whatever --avg-workaround says")
     defaults = TrainConfig()
     for name in ("hidden_size", "num_layers", "num_heads", "seq_len", "global_batch", "steps", "seed", "threads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
@@ -53,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if s.removesuffix("+sum") not in STRATEGIES]
     if unknown:
         raise SystemExit(f"unknown strategies {unknown}; choose from {STRATEGIES}")
     cfg = TrainConfig(**{k: getattr(args, k) for k in ("hidden_size", "num_layers", "num_heads", "seq_len",
@@ -79,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"FSDP2 SUM workaround: {force_sum}", flush=True)
         results = []
         for strategy in strategies:
-            r = train_strategy(strategy, cfg, corpus.train, vocab_size=corpus.vocab_size, device=device,
-                               force_sum=force_sum)
+            r = train_strategy(strategy.removesuffix("+sum"), cfg, corpus.train, vocab_size=corpus.vocab_size,
+                               device=device, force_sum=force_sum or strategy.endswith("+sum"))
             if rank == 0:
-                print(f"{strategy:>12}: final loss {r.losses[-1]:.6f}, step {1000 * r.step_seconds:.1f} ms",
+                print(f"{strategy:>16}: final loss {r.losses[-1]:.6f}, step {1000 * r.step_seconds:.1f} ms",
                       flush=True)
                 results.append(r.as_dict())
         if rank == 0 and args.out:

@@ -80,7 +80,13 @@ def torchrun(args: list[str], *, nproc: int = 2, timeout: float = 900, echo: boo
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)  # its own process group, ended as one
-        timer = threading.Timer(timeout, _end_group, args=(proc,))
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            _end_group(proc)
+
+        timer = threading.Timer(timeout, on_timeout)
         timer.start()
         lines: list[str] = []
         try:
@@ -93,11 +99,11 @@ def torchrun(args: list[str], *, nproc: int = 2, timeout: float = 900, echo: boo
             timer.cancel()
             _end_group(proc)
             proc.stdout.close()
-        if not timer.is_alive() and proc.returncode != 0 and not out.exists():
-            tail = "".join(lines[-40:])
-            if proc.returncode in (-signal.SIGTERM, -signal.SIGKILL):
-                raise TimeoutError(f"torchrun did not finish within {timeout} s:\n{tail}")
-            raise RuntimeError(f"torchrun exited with {proc.returncode}:\n{tail}")
+        tail = "".join(lines if len(lines) <= 80 else [*lines[:40], "...\n", *lines[-40:]])
+        if timed_out.is_set():
+            raise TimeoutError(f"torchrun did not finish within {timeout} s:\n{tail}")
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"torchrun exited with {proc.returncode} without a report:\n{tail}")
         return json.loads(out.read_text())
 
 
@@ -124,7 +130,7 @@ def validate_deepspeed_config(path: str | os.PathLike, *, micro_batch: int = 8, 
         hf.trainer_config_finalize(targs, _Model(), num_training_steps=1000)
     parsed = DeepSpeedConfig(hf.config)
     return {"config": hf.config, "zero_stage": parsed.zero_optimization_stage,
-            "train_batch_size": parsed.train_batch_size, "bf16": parsed.bfloat16_enabled}
+            "train_batch_size": parsed.train_batch_size, "bf16": parsed.bfloat16_config.enabled}
 
 
 def validate_accelerate_config(path: str | os.PathLike) -> dict[str, Any]:
