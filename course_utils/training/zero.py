@@ -22,10 +22,13 @@ import importlib
 import inspect
 import math
 import os
-import queue
+import sys
+import tempfile
 import textwrap
+import time
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -146,16 +149,19 @@ def single_process_adamw(shapes: Sequence[Sequence[int]], *, world_size: int = 2
     return [p.detach() for p in params]
 
 
-def _worker(rank: int, world_size: int, port: int, spec, shapes, steps, hyper, seed, results) -> None:
+def _worker(rank: int, world_size: int, port: int, spec, shapes, steps, hyper, seed, out_dir: str) -> None:
+    out = Path(out_dir)
     try:
         torch.set_num_threads(1)
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        if sys.platform.startswith("linux"):
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback, also inside a network-less sandbox
         dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
         try:
             step_fn, partition_fn = _load_function(spec[0]), _load_function(spec[1])
             params, xs, ys = problem(shapes, world_size, seed=seed)
             params = [p.requires_grad_() for p in params]
-            owners = list(partition_fn([p.numel() for p in params], world_size))
+            owners = [int(o) for o in partition_fn([p.numel() for p in params], world_size)]
             state: dict[int, dict[str, Any]] = {}
             for _ in range(steps):
                 for p in params:
@@ -163,13 +169,15 @@ def _worker(rank: int, world_size: int, port: int, spec, shapes, steps, hyper, s
                 _loss(params, xs[rank], ys[rank]).backward()
                 step_fn(params, owners, state, **hyper)
             held = [t for s in state.values() for t in s.values() if isinstance(t, torch.Tensor)]
-            results.put(("ok", rank, {"params": [p.detach() for p in params], "owners": owners,
-                                      "state_bytes": sum(t.numel() * t.element_size() for t in held),
-                                      "owned_numel": sum(p.numel() for i, p in enumerate(params) if owners[i] == rank)}))
+            result = {"params": [p.detach().clone() for p in params], "owners": owners,
+                      "state_bytes": sum(t.numel() * t.element_size() for t in held),
+                      "owned_numel": sum(p.numel() for i, p in enumerate(params) if owners[i] == rank)}
+            torch.save(result, out / f"rank{rank}.tmp")
+            os.replace(out / f"rank{rank}.tmp", out / f"rank{rank}.pt")
         finally:
             dist.destroy_process_group()
     except BaseException:
-        results.put(("error", rank, traceback.format_exc()))
+        (out / f"rank{rank}.err").write_text(traceback.format_exc())
 
 
 def run_zero1(step_fn: Callable = zero1_step, partition_fn: Callable = partition_parameters, *,
@@ -181,9 +189,11 @@ def run_zero1(step_fn: Callable = zero1_step, partition_fn: Callable = partition
 
     The functions reach the workers by import path, or, when defined in a notebook, as source text
     executed there (they may use ``torch``, ``dist`` and ``math``; anything else must be imported
-    inside them). Returns rank 0's final parameters, the largest difference between ranks' copies,
-    each rank's optimizer-state bytes and owned element count. Every worker is joined (or killed)
-    before it returns; a worker's error is raised here with its traceback.
+    inside them). Each rank writes its result to a file of a temporary folder (no shared-memory
+    queue, so it also runs in a sandbox without ``/dev/shm``). Returns rank 0's final parameters,
+    the largest difference between ranks' copies, each rank's optimizer-state bytes and owned
+    element count. All workers are ended before it returns: a rank's error is raised here with its
+    traceback (the others are stopped instead of waiting for a collective that will not come).
     """
     import torch.multiprocessing as mp
 
@@ -196,30 +206,33 @@ def run_zero1(step_fn: Callable = zero1_step, partition_fn: Callable = partition
     spec = (_function_spec(step_fn), _function_spec(partition_fn))
     hyper = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
     ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world_size, port, spec, [tuple(s) for s in shapes], steps, hyper,
-                                               seed, results), daemon=True) for r in range(world_size)]
-    for p in procs:
-        p.start()
-    got: dict[int, dict[str, Any]] = {}
-    try:
-        while len(got) < world_size:
-            try:
-                status, rank, payload = results.get(timeout=timeout)
-            except queue.Empty:
-                raise TimeoutError(f"the ranks did not finish within {timeout} s (a collective only some "
-                                   "ranks called waits forever: every rank must call the same collectives)") from None
-            if status == "error":
-                raise RuntimeError(f"rank {rank} failed:\n{payload}")
-            got[rank] = payload
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+    with tempfile.TemporaryDirectory(prefix="llm-course-zero1-") as tmp:
+        out = Path(tmp)
+        port = _free_port()
+        procs = [ctx.Process(target=_worker, args=(r, world_size, port, spec, [tuple(s) for s in shapes], steps,
+                                                   hyper, seed, tmp), daemon=True) for r in range(world_size)]
+        deadline = time.monotonic() + timeout
+        try:
+            for p in procs:
+                p.start()
+            while any(p.is_alive() for p in procs):
+                errors = sorted(out.glob("rank*.err"))
+                if errors or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
                 p.join()
-        results.close()
+        errors = sorted(out.glob("rank*.err"))
+        if errors:
+            raise RuntimeError(f"{errors[0].stem} failed:\n{errors[0].read_text()}")
+        missing = [r for r in range(world_size) if not (out / f"rank{r}.pt").exists()]
+        if missing:
+            raise TimeoutError(f"ranks {missing} did not finish within {timeout} s (a collective that only some "
+                               "ranks call waits forever: every rank must call the same collectives in the same order)")
+        got = {r: torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world_size)}
     params0 = got[0]["params"]
     spread = max((a - b).abs().max().item() for r in range(1, world_size) for a, b in zip(got[r]["params"], params0)) \
         if world_size > 1 else 0.0
