@@ -47,12 +47,15 @@ def measure_checkpointing(config, segment_sizes: Sequence[int | None], *, batch_
     def loss_fn() -> torch.Tensor:
         return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
 
-    rows, reference = [], None
-    for k in segment_sizes:
+    def set_segment(k: int | None) -> None:
         if k is None:
             model.gradient_checkpointing_disable()
         else:
             model.gradient_checkpointing_enable(k)
+
+    rows, reference = [], None
+    for k in segment_sizes:
+        set_segment(k)
         loss, saved = saved_activation_bytes(loss_fn, exclude=params)
         loss.backward()
         grads = torch.cat([p.grad.flatten() for p in params])
@@ -60,15 +63,18 @@ def measure_checkpointing(config, segment_sizes: Sequence[int | None], *, batch_
         model.zero_grad(set_to_none=True)
         _, peak = peak_memory(lambda: loss_fn().backward())
         model.zero_grad(set_to_none=True)
-        times = []
-        for _ in range(repeats):
+        rows.append({"segment": k or 0, "segments": math.ceil(config.num_hidden_layers / k) if k else 0,
+                     "saved_bytes": saved, "peak_bytes": peak, "grad_max_diff": (grads - reference).abs().max().item()})
+    times: list[list[float]] = [[] for _ in segment_sizes]
+    for _ in range(repeats):  # round-robin over the settings, so a busy machine slows them all alike
+        for i, k in enumerate(segment_sizes):
+            set_segment(k)
             start = time.perf_counter()
             loss_fn().backward()
-            times.append(time.perf_counter() - start)
+            times[i].append(time.perf_counter() - start)
             model.zero_grad(set_to_none=True)
-        rows.append({"segment": k or 0, "segments": math.ceil(config.num_hidden_layers / k) if k else 0,
-                     "saved_bytes": saved, "peak_bytes": peak, "step_seconds": statistics.median(times),
-                     "grad_max_diff": (grads - reference).abs().max().item()})
+    for row, t in zip(rows, times):
+        row["step_seconds"] = statistics.median(t)
     model.gradient_checkpointing_disable()
     _add_predictions(rows, config.num_hidden_layers, batch_size * seq_len * config.hidden_size * 4)
     return rows
