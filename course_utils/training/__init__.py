@@ -57,7 +57,13 @@ from course_utils.training.precision import (
     fp16_underflow,
     train_steps,
 )
-from course_utils.training.zero import partition_parameters, run_zero1, single_process_adamw, zero1_step
+from course_utils.training.zero import (
+    partition_parameters,
+    run_zero1,
+    run_zero1_cases,
+    single_process_adamw,
+    zero1_step,
+)
 
 __all__ = [
     "FP16_SMALLEST", "GB", "KINDS", "PRECISIONS", "PRECISION_MODES", "STAGE_AT_REST", "STRATEGIES", "VOLUME_FACTOR",
@@ -67,7 +73,7 @@ __all__ = [
     "fp16_underflow", "gloo_avg_is_correct", "init_process_group", "launch_file", "local_tensor", "matmul_params",
     "matmul_peak_flops", "measure_checkpointing", "mfu", "model_state_bytes", "naive_attention", "online_softmax",
     "optimizer_state_tensors", "partition_parameters", "peak_memory", "relative_gap", "ring_bytes_sent",
-    "run_zero1", "saved_activation_bytes", "single_process_adamw", "tensor_bytes", "tiled_attention", "tiled_attention_backward",
+    "run_zero1", "run_zero1_cases", "saved_activation_bytes", "single_process_adamw", "tensor_bytes", "tiled_attention", "tiled_attention_backward",
     "tiled_attention_forward", "time_attention", "torchrun", "train_steps", "train_strategy",
     "training_flops_per_token", "validate_accelerate_config", "validate_deepspeed_config", "zero1_step",
     "zero_table",

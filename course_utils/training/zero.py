@@ -10,8 +10,9 @@ about ``Ψ/N`` parameters. Each step:
 3. each parameter is broadcast from its owner, so every rank again holds the same weights.
 
 :func:`partition_parameters` decides the owners (largest tensor first, to the least-loaded rank),
-:func:`zero1_step` is one step, and :func:`run_zero1` trains a small least-squares model with a step
-function in ``world_size`` real gloo processes and reports what each rank holds.
+:func:`zero1_step` is one step, and :func:`run_zero1` / :func:`run_zero1_cases` train small
+least-squares models with a step function in ``world_size`` real gloo processes and report what each
+rank holds.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def single_process_adamw(shapes: Sequence[Sequence[int]], *, world_size: int = 2
     return [p.detach() for p in params]
 
 
-def _worker(rank: int, world_size: int, port: int, spec, shapes, steps, hyper, seed, out_dir: str) -> None:
+def _worker(rank: int, world_size: int, port: int, spec, cases: list[dict[str, Any]], out_dir: str) -> None:
     out = Path(out_dir)
     try:
         torch.set_num_threads(1)
@@ -159,20 +160,22 @@ def _worker(rank: int, world_size: int, port: int, spec, shapes, steps, hyper, s
         dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
         try:
             step_fn, partition_fn = _load_function(spec[0]), _load_function(spec[1])
-            params, xs, ys = problem(shapes, world_size, seed=seed)
-            params = [p.requires_grad_() for p in params]
-            owners = [int(o) for o in partition_fn([p.numel() for p in params], world_size)]
-            state: dict[int, dict[str, Any]] = {}
-            for _ in range(steps):
-                for p in params:
-                    p.grad = None
-                _loss(params, xs[rank], ys[rank]).backward()
-                step_fn(params, owners, state, **hyper)
-            held = [t for s in state.values() for t in s.values() if isinstance(t, torch.Tensor)]
-            result = {"params": [p.detach().clone() for p in params], "owners": owners,
-                      "state_bytes": sum(t.numel() * t.element_size() for t in held),
-                      "owned_numel": sum(p.numel() for i, p in enumerate(params) if owners[i] == rank)}
-            torch.save(result, out / f"rank{rank}.tmp")
+            results = []
+            for case in cases:
+                params, xs, ys = problem(case["shapes"], world_size, seed=case["seed"])
+                params = [p.requires_grad_() for p in params]
+                owners = [int(o) for o in partition_fn([p.numel() for p in params], world_size)]
+                state: dict[int, dict[str, Any]] = {}
+                for _ in range(case["steps"]):
+                    for p in params:
+                        p.grad = None
+                    _loss(params, xs[rank], ys[rank]).backward()
+                    step_fn(params, owners, state, **case["hyper"])
+                held = [t for s in state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+                results.append({"params": [p.detach().clone() for p in params], "owners": owners,
+                                "state_bytes": sum(t.numel() * t.element_size() for t in held),
+                                "owned_numel": sum(p.numel() for i, p in enumerate(params) if owners[i] == rank)})
+            torch.save(results, out / f"rank{rank}.tmp")
             os.replace(out / f"rank{rank}.tmp", out / f"rank{rank}.pt")
         finally:
             dist.destroy_process_group()
@@ -185,39 +188,57 @@ def run_zero1(step_fn: Callable = zero1_step, partition_fn: Callable = partition
               lr: float = 0.05, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
               weight_decay: float = 0.0, seed: int = 0, timeout: float = 180) -> dict[str, Any]:
     """Train the :func:`problem` of ``shapes`` for ``steps`` with ``step_fn`` (signature of
-    :func:`zero1_step`) and ``partition_fn`` in ``world_size`` gloo processes started with ``spawn``.
+    :func:`zero1_step`) and ``partition_fn`` in ``world_size`` gloo processes started with ``spawn``
+    (one case of :func:`run_zero1_cases`)."""
+    case = {"shapes": shapes, "steps": steps, "lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+            "seed": seed}
+    return run_zero1_cases(step_fn, partition_fn, [case], world_size=world_size, timeout=timeout)[0]
 
-    The functions reach the workers by import path, or, when defined in a notebook, as source text
-    executed there (they may use ``torch``, ``dist`` and ``math``; anything else must be imported
-    inside them). Each rank writes its result to a file of a temporary folder (no shared-memory
-    queue, so it also runs in a sandbox without ``/dev/shm``). Returns rank 0's final parameters,
-    the largest difference between ranks' copies, each rank's optimizer-state bytes and owned
-    element count. All workers are ended before it returns: a rank's error is raised here with its
-    traceback (the others are stopped instead of waiting for a collective that will not come).
+
+def run_zero1_cases(step_fn: Callable, partition_fn: Callable, cases: Sequence[dict[str, Any]], *,
+                    world_size: int = 2, timeout: float = 180) -> list[dict[str, Any]]:
+    """Run several ZeRO-1 trainings in one pair of processes (starting processes is the slow part).
+
+    Each case is a dict with ``shapes`` and optionally ``steps`` (5), ``lr`` (0.05), ``betas``,
+    ``eps``, ``weight_decay`` (0) and ``seed`` (0). The functions reach the workers by import path,
+    or, when defined in a notebook, as source text executed there (they may use ``torch``, ``dist``
+    and ``math``; anything else must be imported inside them). Each rank writes its results to a
+    file of a temporary folder (no shared-memory queue, so it also runs in a sandbox without
+    ``/dev/shm``). Per case it returns rank 0's final parameters, the largest difference between
+    ranks' copies, the owners, and each rank's optimizer-state bytes and owned element count. All
+    workers are ended before it returns: a rank's error is raised here with its traceback (the others
+    are stopped rather than left waiting for a collective that will not come).
     """
     import torch.multiprocessing as mp
 
-    checks.positive_int(world_size=world_size, steps=steps)
-    checks.positive_number(lr=lr, timeout=timeout)
-    if not shapes:
-        raise ValueError("shapes must list at least one parameter shape")
+    checks.positive_int(world_size=world_size)
+    checks.positive_number(timeout=timeout)
+    checks.non_empty("cases", cases)
+    clean = []
+    for i, case in enumerate(cases):
+        if not case.get("shapes"):
+            raise ValueError(f"cases[{i}] needs 'shapes': a list of at least one parameter shape")
+        c = {"steps": 5, "lr": 0.05, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "seed": 0, **case}
+        checks.positive_int(steps=c["steps"])
+        checks.positive_number(lr=c["lr"])
+        clean.append({"shapes": [tuple(s) for s in c["shapes"]], "steps": c["steps"], "seed": c["seed"],
+                      "hyper": {"lr": c["lr"], "betas": tuple(c["betas"]), "eps": c["eps"],
+                                "weight_decay": c["weight_decay"]}})
     from course_utils.training.distributed import _free_port
 
     spec = (_function_spec(step_fn), _function_spec(partition_fn))
-    hyper = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="llm-course-zero1-") as tmp:
         out = Path(tmp)
         port = _free_port()
-        procs = [ctx.Process(target=_worker, args=(r, world_size, port, spec, [tuple(s) for s in shapes], steps,
-                                                   hyper, seed, tmp), daemon=True) for r in range(world_size)]
+        procs = [ctx.Process(target=_worker, args=(r, world_size, port, spec, clean, tmp), daemon=True)
+                 for r in range(world_size)]
         deadline = time.monotonic() + timeout
         try:
             for p in procs:
                 p.start()
             while any(p.is_alive() for p in procs):
-                errors = sorted(out.glob("rank*.err"))
-                if errors or time.monotonic() > deadline:
+                if any(out.glob("rank*.err")) or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
         finally:
@@ -232,10 +253,14 @@ def run_zero1(step_fn: Callable = zero1_step, partition_fn: Callable = partition
         if missing:
             raise TimeoutError(f"ranks {missing} did not finish within {timeout} s (a collective that only some "
                                "ranks call waits forever: every rank must call the same collectives in the same order)")
-        got = {r: torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world_size)}
-    params0 = got[0]["params"]
-    spread = max((a - b).abs().max().item() for r in range(1, world_size) for a, b in zip(got[r]["params"], params0)) \
-        if world_size > 1 else 0.0
-    return {"params": params0, "rank_spread": spread, "owners": got[0]["owners"],
-            "state_bytes": [got[r]["state_bytes"] for r in range(world_size)],
-            "owned_numel": [got[r]["owned_numel"] for r in range(world_size)]}
+        got = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
+    results = []
+    for i in range(len(clean)):
+        per_rank = [got[r][i] for r in range(world_size)]
+        params0 = per_rank[0]["params"]
+        spread = max(((a - b).abs().max().item() for other in per_rank[1:] for a, b in zip(other["params"], params0)),
+                     default=0.0)
+        results.append({"params": params0, "rank_spread": spread, "owners": per_rank[0]["owners"],
+                        "state_bytes": [r["state_bytes"] for r in per_rank],
+                        "owned_numel": [r["owned_numel"] for r in per_rank]})
+    return results

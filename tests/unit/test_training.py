@@ -30,7 +30,6 @@ from course_utils.training import (
     peak_memory,
     relative_gap,
     ring_bytes_sent,
-    run_zero1,
     saved_activation_bytes,
     single_process_adamw,
     tensor_bytes,
@@ -373,39 +372,46 @@ def test_partition_parameters():
         partition_parameters([1, -2], 2)
 
 
-def test_zero1_by_hand_matches_adamw_and_halves_the_state():
-    before = _children()
-    shapes = ((8, 8), (4, 16), (8,), (4,), (4,))
-    r = run_zero1(shapes=shapes, steps=4, weight_decay=0.1)
-    want = single_process_adamw(shapes, steps=4, weight_decay=0.1)
-    for got, ref in zip(r["params"], want):
-        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
-    assert r["rank_spread"] == 0.0  # the broadcast leaves every rank with the same weights
-    total = sum(math.prod(s) for s in shapes)
-    assert r["state_bytes"] == [4 * total, 4 * total]  # 8 B × Ψ/2 on each rank
-    assert _children() == before
-
-
-def test_zero1_from_source_text_with_a_rank_holding_nothing(tmp_path):
-    """A step function defined outside any importable module (as in a notebook) reaches the ranks
-    as source text; with one parameter and two ranks, rank 1 holds no optimizer state."""
-    from course_utils.training import zero
+def test_zero1_by_hand_from_source_text_matches_adamw(tmp_path):
+    """ZeRO-1 by hand in two gloo ranks, with the partition function given as source text (as a
+    notebook function travels): parity with single-process AdamW, same weights on both ranks, half the
+    Adam state per rank; uneven sizes; one parameter for two ranks (rank 1 holds nothing)."""
+    from course_utils.training import run_zero1_cases, zero
+    from course_utils.training.zero import partition_parameters as reference_partition
 
     src = tmp_path / "student_cell.py"
     src.write_text(textwrap.dedent("""
         def my_partition(numels, world_size):
-            return [0 for _ in numels]
+            load = [0] * world_size
+            owners = [0] * len(numels)
+            for i in sorted(range(len(numels)), key=lambda i: (-numels[i], i)):
+                rank = min(range(world_size), key=lambda r: (load[r], r))
+                owners[i] = rank
+                load[rank] += numels[i]
+            return owners
     """))
     namespace: dict = {"__name__": "not_importable_module"}
     exec(compile(src.read_text(), str(src), "exec"), namespace)
     my_partition = namespace["my_partition"]
     assert _function_spec(my_partition)[0] == "source"
+    cases = [{"shapes": ((8, 8), (4, 16), (8,), (4,), (4,)), "steps": 4, "weight_decay": 0.1},
+             {"shapes": ((5, 3), (7,), (2, 2), (11,)), "steps": 3, "lr": 0.02},
+             {"shapes": ((6,),), "steps": 3}]
     before = _children()
-    r = run_zero1(zero.zero1_step, my_partition, shapes=[(6,)], steps=3)
+    results = run_zero1_cases(zero.zero1_step, my_partition, cases)
     assert _children() == before
-    want = single_process_adamw([(6,)], steps=3)
-    torch.testing.assert_close(r["params"][0], want[0], rtol=1e-5, atol=1e-6)
-    assert r["state_bytes"] == [48, 0] and r["owned_numel"] == [6, 0]
+    for case, r in zip(cases, results):
+        want = single_process_adamw(case["shapes"], steps=case["steps"], lr=case.get("lr", 0.05),
+                                    weight_decay=case.get("weight_decay", 0.0))
+        for got, ref in zip(r["params"], want):
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        assert r["rank_spread"] == 0.0  # the broadcast leaves every rank with the same weights
+        assert r["owners"] == reference_partition([math.prod(s) for s in case["shapes"]], 2)
+        assert sum(r["state_bytes"]) == 8 * sum(math.prod(s) for s in case["shapes"])
+    total = sum(math.prod(s) for s in cases[0]["shapes"])
+    assert results[0]["state_bytes"] == [4 * total, 4 * total]  # 8 B × Ψ/2 on each rank
+    assert results[1]["owned_numel"] == [19, 18]  # 15 + 4 against 7 + 11
+    assert results[2]["state_bytes"] == [48, 0] and results[2]["owned_numel"] == [6, 0]
 
 
 def test_a_nested_function_travels_as_source():
