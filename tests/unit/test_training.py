@@ -437,3 +437,25 @@ def test_deepspeed_zero3_config_parses():
 
     out = validate_deepspeed_config(launch_file("ds_zero3.json"), micro_batch=4, grad_accum=2)
     assert out["zero_stage"] == 3 and out["train_batch_size"] == 8
+
+
+# --- CUDA (GPU runners only) -------------------------------------------------------------------
+
+@pytest.mark.gpu
+def test_cuda_tiled_attention_fp16_scaler_and_peak_memory():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 1024, 64, generator=gen).cuda().half() for _ in range(3))
+    torch.testing.assert_close(tiled_attention(q, k, v, causal=True).float(),
+                               F.scaled_dot_product_attention(q, k, v, is_causal=True).float(), rtol=2e-3, atol=2e-3)
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    naive_attention(q, k, v, causal=True)
+    naive_peak = torch.cuda.max_memory_allocated() - base
+    torch.cuda.reset_peak_memory_stats()
+    tiled_attention(q, k, v, causal=True)
+    assert naive_peak > 4 * (torch.cuda.max_memory_allocated() - base)
+    batches = [(torch.randint(0, 64, (2, 16), generator=gen).cuda(), torch.randint(0, 64, (2, 16), generator=gen).cuda())
+               for _ in range(3)]
+    torch.manual_seed(0)
+    run = train_steps(TinyLlama(tiny_config(2)).cuda(), batches, "fp16", device="cuda")
+    assert run["final_scale"] > 0 and all(math.isfinite(x) for x in run["losses"])
