@@ -129,7 +129,8 @@ def gloo_avg_is_correct() -> dict[str, bool]:
     t = torch.full((4,), float(rank + 1))
     dist.all_reduce(t, op=dist.ReduceOp.AVG)
     out = torch.empty(2)
-    dist.reduce_scatter_single(out, torch.full((2 * world,), float(rank + 1)), op=dist.ReduceOp.AVG)
+    reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor  # torch < 2.13
+    reduce_scatter(out, torch.full((2 * world,), float(rank + 1)), op=dist.ReduceOp.AVG)
     return {"all_reduce": bool(torch.allclose(t, torch.tensor(mean))),
             "reduce_scatter": bool(torch.allclose(out, torch.tensor(mean)))}
 
