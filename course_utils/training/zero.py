@@ -152,6 +152,9 @@ def single_process_adamw(shapes: Sequence[Sequence[int]], *, world_size: int = 2
 
 def _worker(rank: int, world_size: int, port: int, spec, cases: list[dict[str, Any]], out_dir: str) -> None:
     out = Path(out_dir)
+    with open(out / f"rank{rank}.log", "w") as log:  # the rank's own stdout/stderr, C++ warnings included:
+        os.dup2(log.fileno(), 1)  # a notebook would show them as the cell's stderr, which nbgrader
+        os.dup2(log.fileno(), 2)  # scores as a failure; run_zero1_cases passes them on as stdout
     try:
         torch.set_num_threads(1)
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -246,6 +249,12 @@ def run_zero1_cases(step_fn: Callable, partition_fn: Callable, cases: Sequence[d
                 if p.is_alive():
                     p.kill()
                 p.join()
+        for r in range(world_size):  # what the ranks printed, as this process's stdout
+            log = out / f"rank{r}.log"
+            lines = [ln for ln in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+                     if ln.strip() and "hostname of the client socket cannot be retrieved" not in ln]
+            for line in lines:
+                print(f"[rank {r}] {line}")
         errors = sorted(out.glob("rank*.err"))
         if errors:
             raise RuntimeError(f"{errors[0].stem} failed:\n{errors[0].read_text()}")
