@@ -13,13 +13,20 @@ real vLLM server (``course_utils.serving.vllm_server``), and the metrics a load 
 
 from course_utils.serving.blocks import BlockAllocator, BlockTable, NoFreeBlocksError, block_hash
 from course_utils.serving.engine import EngineConfig, LLMEngine, StepOutput, encode_prompt
-from course_utils.serving.metrics import kv_utilisation, latency_summary, percentile, request_latencies
+from course_utils.serving.metrics import (
+    kv_utilisation,
+    latency_summary,
+    percentile,
+    request_latencies,
+    reservation_waste,
+)
 from course_utils.serving.paged_attention import PagedKVCache, PagedLlama, block_slots, paged_attention
 from course_utils.serving.scheduler import FinishReason, Request, SamplingParams, ScheduledChunk, Scheduler
+from course_utils.serving.timeline import IDLE, WASTED, continuous_slots, static_slots
 
 __all__ = [
     "BlockAllocator", "BlockTable", "EngineConfig", "FinishReason", "LLMEngine", "NoFreeBlocksError",
     "PagedKVCache", "PagedLlama", "Request", "SamplingParams", "ScheduledChunk", "Scheduler", "StepOutput",
     "block_hash", "block_slots", "encode_prompt", "kv_utilisation", "latency_summary", "paged_attention",
-    "percentile", "request_latencies",
+    "percentile", "request_latencies", "reservation_waste", "IDLE", "WASTED", "continuous_slots", "static_slots",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 
 from course_utils.serving.scheduler import Request
 
-__all__ = ["kv_utilisation", "latency_summary", "percentile", "request_latencies"]
+__all__ = ["kv_utilisation", "latency_summary", "percentile", "request_latencies", "reservation_waste"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -67,3 +67,25 @@ def kv_utilisation(steps: Sequence, block_size: int, max_model_len: int) -> dict
             contiguous.append(s.tokens_in_cache / (s.num_running * max_model_len))
     return {"paged": float(np.mean(paged)) if paged else float("nan"),
             "contiguous": float(np.mean(contiguous)) if contiguous else float("nan")}
+
+
+def reservation_waste(lengths: Sequence[int], max_len: int, block_size: int | None = None) -> float:
+    """Fraction of reserved KV slots that hold no token, for sequences of the given ``lengths``.
+
+    Contiguous (``block_size=None``): each sequence reserves ``max_len`` slots, waste
+    ``1 − Σ n_i / (k · max_len)``. Paged: each reserves ``ceil(n_i / B) · B`` slots, waste
+    ``1 − Σ n_i / Σ ceil(n_i / B) · B`` (only the tail of each last block).
+    """
+    from course_utils import checks
+
+    checks.positive_int(max_len=max_len)
+    checks.non_empty("lengths", lengths)
+    for n in lengths:
+        checks.positive_int(length=n)
+        if n > max_len:
+            raise ValueError(f"a length {n} exceeds max_len={max_len}")
+    used = sum(lengths)
+    if block_size is None:
+        return 1 - used / (len(lengths) * max_len)
+    checks.positive_int(block_size=block_size)
+    return 1 - used / sum(-(-n // block_size) * block_size for n in lengths)

@@ -29,13 +29,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from course_utils import checks
 from course_utils.serving.blocks import BlockAllocator, BlockTable, NoFreeBlocksError, block_hash
 
-__all__ = ["FinishReason", "Request", "SamplingParams", "ScheduledChunk", "Scheduler"]
+__all__ = ["FinishReason", "Request", "SamplingParams", "ScheduledChunk", "Scheduler", "preempt", "schedule_step"]
 
 WAITING, RUNNING, FINISHED = "waiting", "running", "finished"
 
@@ -143,6 +143,76 @@ class ScheduledChunk:
         return self.start + self.num_tokens == self.request.num_tokens
 
 
+def preempt(request: Request, running: list[Request], waiting: deque[Request]) -> None:
+    """Preemption by recompute: free the request's blocks and put it back at the front of the
+    waiting queue; its K/V (prompt and output so far) are recomputed when it is admitted again."""
+    running.remove(request)
+    request.block_table.free()
+    request.num_computed = 0
+    request.block_hashes = []
+    request.status = WAITING
+    request.num_preemptions += 1
+    waiting.appendleft(request)
+
+
+def schedule_step(running: list[Request], waiting: deque[Request], *, max_num_seqs: int, max_num_batched_tokens: int,
+                  chunked_prefill: bool = True, prefix_match: Callable[[Request], None] | None = None,
+                  ) -> tuple[list[ScheduledChunk], list[Request]]:
+    """One iteration of continuous batching; updates ``running`` and ``waiting`` in place.
+
+    1. For each running request, oldest first, while the token budget lasts: take
+       ``n = min(request.num_uncomputed, budget)`` tokens and reserve their KV slots
+       (``block_table.append_slots(n)``); on :class:`NoFreeBlocksError` preempt the newest running
+       request (:func:`preempt`) and retry — if that was the request itself, stop.
+    2. Unless something was preempted, admit waiting requests first-come-first-served while the
+       budget, ``max_num_seqs`` and free blocks allow (``prefix_match`` may first attach cached
+       prompt blocks). Without ``chunked_prefill`` a prompt must fit the budget left whole.
+
+    Returns the chunks to compute (running ones first) and the requests preempted in this step.
+    """
+    checks.positive_int(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    budget = max_num_batched_tokens
+    chunks: list[ScheduledChunk] = []
+    preempted: list[Request] = []
+    i = 0
+    while i < len(running) and budget > 0:
+        request = running[i]
+        n = min(request.num_uncomputed, budget)
+        copies = None
+        while copies is None:
+            try:
+                copies = request.block_table.append_slots(n)
+            except NoFreeBlocksError:
+                victim = running[-1]
+                preempt(victim, running, waiting)
+                preempted.append(victim)
+                if victim is request:
+                    break
+        if copies is None:
+            break
+        chunks.append(ScheduledChunk(request, request.num_computed, n, copies))
+        budget -= n
+        i += 1
+    while waiting and budget > 0 and len(running) < max_num_seqs and not preempted:
+        request = waiting[0]
+        if prefix_match is not None and request.num_computed == 0:
+            prefix_match(request)
+        n = min(request.num_uncomputed, budget)
+        if (n < request.num_uncomputed and not chunked_prefill) \
+                or request.block_table.blocks_needed(n) > request.block_table.allocator.num_free:
+            request.block_table.free()  # give back any prefix hits (they stay cached)
+            request.num_computed = request.num_cached_tokens = 0
+            request.block_hashes = []
+            break
+        copies = request.block_table.append_slots(n)
+        waiting.popleft()
+        request.status = RUNNING
+        running.append(request)
+        chunks.append(ScheduledChunk(request, request.num_computed, n, copies))
+        budget -= n
+    return chunks, preempted
+
+
 class Scheduler:
     """Continuous batching over a paged KV cache (see the module docstring for the policy).
 
@@ -210,17 +280,6 @@ class Scheduler:
         request.finish_reason = reason
         request.finish_time = time.perf_counter()
 
-    def _preempt(self, request: Request) -> None:
-        """Preemption by recompute: free the blocks, requeue at the front; K/V are rebuilt later."""
-        self.running.remove(request)
-        request.block_table.free()
-        request.num_computed = 0
-        request.block_hashes = []
-        request.status = WAITING
-        request.num_preemptions += 1
-        self.num_preemptions += 1
-        self.waiting.appendleft(request)
-
     # prefix cache -------------------------------------------------------------------------
     def _hash_blocks(self, request: Request, upto_tokens: int) -> None:
         """Extend ``request.block_hashes`` over the full blocks of its first ``upto_tokens`` tokens."""
@@ -255,46 +314,12 @@ class Scheduler:
 
     # one step -----------------------------------------------------------------------------
     def schedule(self) -> list[ScheduledChunk]:
-        """Pick the work of the next step: running requests first, then admissions (FCFS)."""
-        budget = self.max_num_batched_tokens
-        chunks: list[ScheduledChunk] = []
-        preempted = False
-        i = 0
-        while i < len(self.running) and budget > 0:
-            request = self.running[i]
-            n = min(request.num_uncomputed, budget)
-            copies = None
-            while copies is None:
-                try:
-                    copies = request.block_table.append_slots(n)
-                except NoFreeBlocksError:
-                    victim = self.running[-1]
-                    self._preempt(victim)
-                    preempted = True
-                    if victim is request:
-                        break
-            if copies is None:
-                break
-            chunks.append(ScheduledChunk(request, request.num_computed, n, copies))
-            budget -= n
-            i += 1
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs and not preempted:
-            request = self.waiting[0]
-            if self.enable_prefix_caching and request.num_computed == 0:
-                self._match_prefix(request)
-            n = min(request.num_uncomputed, budget)
-            if (n < request.num_uncomputed and not self.enable_chunked_prefill) \
-                    or request.block_table.blocks_needed(n) > self.allocator.num_free:
-                request.block_table.free()  # give back the prefix hits; they stay cached
-                request.num_computed = request.num_cached_tokens = 0
-                request.block_hashes = []
-                break
-            copies = request.block_table.append_slots(n)
-            self.waiting.popleft()
-            request.status = RUNNING
-            self.running.append(request)
-            chunks.append(ScheduledChunk(request, request.num_computed, n, copies))
-            budget -= n
+        """Pick the work of the next step (:func:`schedule_step`, with prefix-cache lookups)."""
+        chunks, preempted = schedule_step(
+            self.running, self.waiting, max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens, chunked_prefill=self.enable_chunked_prefill,
+            prefix_match=self._match_prefix if self.enable_prefix_caching else None)
+        self.num_preemptions += len(preempted)
         return chunks
 
     def update(self, chunks: list[ScheduledChunk], sampled: dict[str, int], eos_token_ids: set[int]) -> list[Request]:

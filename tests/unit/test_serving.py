@@ -378,3 +378,21 @@ def test_metrics_from_an_engine_run(smollm2):
     assert summary["output_tokens"] == 12 and summary["ttft_p50"] <= summary["ttft_p95"]
     util = kv_utilisation(engine.steps, 4, 256)
     assert 0.3 < util["paged"] <= 1.0 and util["contiguous"] < 0.05
+
+
+def test_simulated_paging_matches_sequential_with_cancellations_and_preemption():
+    from course_utils.serving.scheduler import schedule_step
+    from course_utils.serving.simulate import sequential_outputs, simulate
+
+    rng = random.Random(0)
+    prompts = [[rng.randrange(1000) for _ in range(rng.randint(1, 40))] for _ in range(1000)]
+    max_tokens = [rng.randint(1, 24) for _ in range(1000)]
+    alloc = BlockAllocator(48, 4)
+    result = simulate(schedule_step, alloc, BlockTable, prompts, max_tokens, max_num_seqs=8,
+                      max_num_batched_tokens=32, cancel_prob=0.05, seed=1)
+    want = sequential_outputs(prompts, max_tokens)
+    done = [i for i, reason in enumerate(result.finish_reasons) if reason == "length"]
+    assert len(done) + len(result.aborted) == 1000 and len(result.aborted) > 10
+    assert all(result.outputs[i] == want[i] for i in done)
+    assert all(result.outputs[i] == want[i][:len(result.outputs[i])] for i in result.aborted)
+    assert result.preemptions > 0 and result.bookkeeping_errors == 0 and result.free_blocks_at_end == 48
