@@ -113,7 +113,7 @@ class CourseBackend:
         self.async_engine.stop()
 
     async def healthy(self) -> bool:
-        return self.async_engine._thread is not None and self.async_engine._thread.is_alive()
+        return self.async_engine.is_running
 
     def stats(self) -> dict[str, float]:
         return self.async_engine.stats()

@@ -56,6 +56,10 @@ class AsyncEngine:
             self._thread.join(timeout=30)
             self._thread = None
 
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     async def __aenter__(self) -> AsyncEngine:
         self.start()
         return self
