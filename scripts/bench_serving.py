@@ -1,6 +1,6 @@
 """Benchmark the course's serving engine; prints every number in one run, as ratios.
 
-Workload: ≥ 64 requests, prompts of 16–256 tokens from the Python docs, long-tailed output lengths
+Workload: ≥ 64 requests, prompts of 16–128 tokens (``--prompt-len``) from the Python docs, long-tailed output lengths
 (lognormal, median 16, clipped to 4–128), greedy with ``ignore_eos`` so every system generates
 exactly the same tokens.
 
@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--hf-requests", type=int, default=None,
                     help="time HF one-at-a-time on only the first N requests (throughput is per token)")
+    ap.add_argument("--prompt-len", type=int, nargs=2, default=[16, 128], metavar=("MIN", "MAX"),
+                    help="prompt lengths, uniform (on a CPU prefill is compute-bound and costs every system the same)")
     ap.add_argument("--batch-size", type=int, default=16, help="static batching's batch size")
     ap.add_argument("--max-num-seqs", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
@@ -72,7 +74,7 @@ def main() -> None:
     from course_utils.serving.workload import make_workload
 
     model, tok = load_causal_lm("smollm2-135m-instruct", device="cpu")
-    workload = make_workload(tok, args.requests, seed=args.seed)
+    workload = make_workload(tok, args.requests, seed=args.seed, prompt_len=tuple(args.prompt_len))
     outs = [w.max_tokens for w in workload]
     prompts = [len(w.prompt_ids) for w in workload]
     print(f"workload: {len(workload)} requests, prompt tokens {min(prompts)}-{max(prompts)} "
@@ -96,7 +98,7 @@ def main() -> None:
 
 
 def run_in_process(args, model, tok, workload, results, ratios) -> None:
-    from course_utils.serving import LLMEngine
+    from course_utils.serving import LLMEngine, encode_prompt
     from course_utils.serving.workload import (
         run_engine,
         run_hf_sequential,
@@ -121,7 +123,7 @@ def run_in_process(args, model, tok, workload, results, ratios) -> None:
     print(f"HF one at a time ({len(hf_work)} requests): {seq['throughput_tok_s']:.1f} tok/s")
 
     conversations = shared_prefix_prompts(tok, system_tokens=300, n=9, seed=args.seed)
-    n_prompt = len(tok.apply_chat_template(conversations[0], add_generation_prompt=True, tokenize=True))
+    n_prompt = len(encode_prompt(tok, conversations[0]))
     cached = prefix_ttft(model, tok, conversations, enable_prefix_caching=True)
     uncached = prefix_ttft(model, tok, conversations, enable_prefix_caching=False)
     results["prefix_caching"] = {"prompt_tokens": n_prompt, "ttft_cached_median_s": statistics.median(cached),
