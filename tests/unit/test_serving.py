@@ -396,3 +396,31 @@ def test_simulated_paging_matches_sequential_with_cancellations_and_preemption()
     assert all(result.outputs[i] == want[i] for i in done)
     assert all(result.outputs[i] == want[i][:len(result.outputs[i])] for i in result.aborted)
     assert result.preemptions > 0 and result.bookkeeping_errors == 0 and result.free_blocks_at_end == 48
+
+
+def test_reservation_waste_and_slot_timelines():
+    from course_utils.serving import WASTED, continuous_slots, reservation_waste, static_slots
+
+    assert reservation_waste([16, 32], 64) == pytest.approx(1 - 48 / 128)
+    assert reservation_waste([17, 32], 64, block_size=16) == pytest.approx(1 - 49 / 64)
+    with pytest.raises(ValueError, match="exceeds max_len"):
+        reservation_waste([65], 64)
+    grid, order = continuous_slots([["a", "b"], ["a", "b", "c"], ["b", "c"], ["c", "d"]])
+    assert order == ["a", "b", "c", "d"] and grid.tolist() == [[0, 1, -1], [0, 1, 2], [-1, 1, 2], [3, -1, 2]]
+    static = static_slots([3, 1, 2], 2)
+    assert static.shape == (5, 2) and (static == WASTED).sum() == 2  # request 1 waits for request 0
+
+
+def test_workload_and_static_batching_baseline(smollm2):
+    from course_utils.serving.workload import make_workload, run_engine, run_hf_static, shared_prefix_prompts
+
+    model, tok = smollm2
+    work = make_workload(tok, 6, prompt_len=(8, 24), output_len=(2, 9), seed=3)
+    assert len(work) == 6 and all(8 <= len(w.prompt_ids) <= 24 and 2 <= w.max_tokens <= 9 for w in work)
+    assert work == make_workload(tok, 6, prompt_len=(8, 24), output_len=(2, 9), seed=3)  # seeded
+    static = run_hf_static(model, work, 4, pad_token_id=tok.pad_token_id or 0)
+    assert static["output_tokens"] == sum(w.max_tokens for w in work) and 0 < static["wasted_fraction"] < 1
+    ours = run_engine(LLMEngine(model, tok, num_blocks=64, block_size=8), work)
+    assert ours["output_tokens"] == static["output_tokens"] and ours["kv_util_paged"] > ours["kv_util_contiguous"]
+    convs = shared_prefix_prompts(tok, system_tokens=64, n=3)
+    assert len({c[0]["content"] for c in convs}) == 1 and len({c[1]["content"] for c in convs}) == 3
