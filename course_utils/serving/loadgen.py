@@ -164,6 +164,6 @@ def summarize_records(records: Sequence[RequestRecord], wall: float) -> dict[str
     out["requests"] = len(records)
     out["ok"] = len(ok)
     out["rate_limited"] = sum(r.status == 429 for r in records)
-    out["errors"] = sum(r.status not in (200, 429) or bool(r.error) for r in records)
+    out["errors"] = sum(r.status != 429 and (r.status != 200 or bool(r.error)) for r in records)
     out["not_answered_once"] = sum(r.answers != 1 for r in ok)
     return out
