@@ -135,13 +135,17 @@ class CourseBackend:
 
 class VLLMBackend:
     """A running vLLM OpenAI server: prompts are templated and tokenized here (the same way as
-    for the course engine) and sent as token ids to its ``/v1/completions``."""
+    for the course engine) and sent as token ids to its ``/v1/completions``. With ``server`` (a
+    :class:`~course_utils.serving.vllm_server.VLLMServer` the gateway started) it is stopped when
+    the gateway shuts down."""
 
     kind = "vllm"
 
-    def __init__(self, base_url: str, model_name: str, max_model_len: int, api_key: str | None = None) -> None:
+    def __init__(self, base_url: str, model_name: str, max_model_len: int, api_key: str | None = None,
+                 server=None) -> None:
         import httpx
 
+        self.server = server
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.max_model_len = max_model_len
@@ -153,6 +157,8 @@ class VLLMBackend:
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self.server is not None:  # uvicorn re-raises SIGTERM after the lifespan: stop vLLM here
+            await asyncio.to_thread(self.server.stop)
 
     async def healthy(self) -> bool:
         try:
@@ -602,7 +608,8 @@ def _course_backend(args):
 
 def main(argv: list[str] | None = None) -> int:
     """Start the gateway (and, with ``--engine vllm``, a vLLM server behind it) until SIGTERM/Ctrl-C."""
-    import contextlib
+    import signal
+    import sys
 
     import uvicorn
 
@@ -612,7 +619,10 @@ def main(argv: list[str] | None = None) -> int:
                                rate_limit=args.rate_limit, max_concurrency=args.max_concurrency,
                                max_queue=args.max_queue, request_timeout=args.request_timeout,
                                max_body_bytes=args.max_body_bytes)
-    with contextlib.ExitStack() as stack:
+    server = None
+    # SIGTERM before uvicorn takes the signal over (e.g. while vLLM starts) still runs the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
         if args.engine == "course":
             backend, tokenizer = _course_backend(args)
         else:
@@ -624,15 +634,19 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             url = args.vllm_url
             if url is None:
-                server = stack.enter_context(VLLMServer(folder, served_model_name=name, max_model_len=args.max_model_len,
-                                                        enable_prefix_caching=args.enable_prefix_caching))
+                server = VLLMServer(folder, served_model_name=name, max_model_len=args.max_model_len,
+                                    enable_prefix_caching=args.enable_prefix_caching)
+                server.start()
                 url = server.url
-            backend = VLLMBackend(url, name, args.max_model_len)
+            backend = VLLMBackend(url, name, args.max_model_len, server=server)
         app = create_app(backend, tokenizer, settings)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                 timeout_graceful_shutdown=args.timeout_graceful_shutdown, access_log=False)
         print(f"Serving {name} ({args.engine} engine) at http://{args.host}:{args.port}/v1", flush=True)
         uvicorn.Server(config).run()
+    finally:  # also when uvicorn could not start (the lifespan, which normally stops vLLM, never ran)
+        if server is not None:
+            server.stop()
     return 0
 
 

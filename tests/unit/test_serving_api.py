@@ -31,8 +31,9 @@ def _start(*args: str) -> ManagedServer:
 
 
 def _stopped_cleanly(srv: ManagedServer, code: int | None) -> bool:
-    """uvicorn finishes its graceful shutdown, then re-raises the SIGTERM it caught: -15 is a clean exit."""
-    return code in (0, -signal.SIGTERM) and "Traceback" not in srv.log_text()
+    """uvicorn finishes its graceful shutdown, then re-raises the SIGTERM it caught, which the gateway's own
+    handler turns into exit code 143 (128 + SIGTERM) after its cleanup: 0, 143 or -15 is a clean exit."""
+    return code in (0, 128 + signal.SIGTERM, -signal.SIGTERM) and "Traceback" not in srv.log_text()
 
 
 def _port_closed(url: str) -> bool:
@@ -251,12 +252,26 @@ def test_cli_serve_takes_vllms_flag_names():
 
 
 # ------------------------------------------------------------------------- real vLLM ----
+def _vllm_server_pids() -> set[int]:
+    from pathlib import Path
+
+    pids = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"vllm.entrypoints.openai.api_server" in (proc / "cmdline").read_bytes():
+                pids.add(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
 def test_real_vllm_answers_through_the_gateway():
     from course_utils.serving.vllm_server import vllm_unavailable_reason
 
     reason = vllm_unavailable_reason()
     if reason:
         pytest.skip(f"real vLLM not installed: {reason}")
+    before = _vllm_server_pids()
     port = free_port()
     srv = ManagedServer(gateway_command(port, "--engine", "vllm", "--max-model-len", "512"),
                         f"http://127.0.0.1:{port}", startup_timeout=400)
@@ -268,3 +283,7 @@ def test_real_vllm_answers_through_the_gateway():
             model=MODEL, messages=CAPITAL, max_tokens=10, temperature=0, stream=True) if c.choices)
         assert "Paris" in streamed
     assert _stopped_cleanly(srv, srv.process.returncode) and _port_closed(srv.url)
+    deadline = time.time() + 60
+    while _vllm_server_pids() - before and time.time() < deadline:
+        time.sleep(1)
+    assert not _vllm_server_pids() - before, "the gateway left its vLLM server running"
