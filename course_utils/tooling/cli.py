@@ -1,4 +1,4 @@
-"""The ``llm-course`` command: doctor, run, release, grade, lab."""
+"""The ``llm-course`` command: doctor, run, release, grade, lab, serve."""
 
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ def cmd_lab(args) -> int:
     return 0  # not reached
 
 
+def cmd_serve(args) -> int:
+    from course_utils.serving.api import main as serve_main
+
+    return serve_main(args.serve_argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llm-course", description="LLM Engineering course tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -115,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bubblewrap when it works here, else unsandboxed (said in the output and the CSV)")
     g.set_defaults(func=cmd_grade)
 
+    from course_utils.serving.cli_args import add_serve_arguments
+
+    srv = sub.add_parser("serve", help="OpenAI-compatible server (chapter 11): the course engine or vLLM; "
+                         "vLLM's flag names (--host --port --api-key --max-model-len --served-model-name)")
+    add_serve_arguments(srv)
+    srv.set_defaults(func=cmd_serve)
+
     lab = sub.add_parser("lab", help="open JupyterLab on the course")
     lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
     lab.set_defaults(func=cmd_lab)
@@ -123,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":  # the server parses its own flags (same parser)
+        args.serve_argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:

@@ -26,6 +26,11 @@ PACKAGES = [
     ("nbgrader", "nbgrader", "pip install nbgrader"),
     ("papermill", "papermill", "pip install papermill"),
     ("jupyterlab", "jupyterlab", "pip install jupyterlab"),
+    ("fastapi", "fastapi", "pip install fastapi uvicorn"),
+    ("uvicorn", "uvicorn", "pip install uvicorn"),
+    ("openai", "openai", "pip install openai"),
+    ("limits", "limits", "pip install limits"),
+    ("prometheus-client", "prometheus_client", "pip install prometheus-client"),
 ]
 
 
