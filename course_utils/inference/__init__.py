@@ -41,6 +41,7 @@ from course_utils.inference.memory import (
     generate_extra_bytes,
     inference_memory,
     kv_cache_bytes,
+    peak_allocated_bytes,
     rule_of_thumb_bytes,
     training_memory,
     weight_bytes,
@@ -74,6 +75,7 @@ from course_utils.inference.speculative import (
     self_draft,
     speculative_generate,
 )
+from course_utils.inference.variants import VARIANTS, build_variant, variant_bytes
 
 __all__ = [
     "awq_search_scale",
@@ -82,11 +84,12 @@ __all__ = [
     "IntQuantized", "dequantize", "fake_quantize", "quantization_error", "quantize_absmax", "quantize_zeropoint",
     "storage_bits_per_weight", "zeropoint_params", "zeropoint_round",
     "eos_ids", "greedy_generate",
-    "LLAMA2", "ModelShape", "activation_bytes", "generate_extra_bytes", "inference_memory", "kv_cache_bytes",
+    "LLAMA2", "ModelShape", "activation_bytes", "generate_extra_bytes", "inference_memory", "kv_cache_bytes", "peak_allocated_bytes",
     "rule_of_thumb_bytes", "training_memory", "weight_bytes",
     "capture_first_layer_inputs", "iter_linears", "quantize_model_awq", "quantize_model_gptq", "quantize_model_rtn",
     "NF4Quantized", "dequantize_nf4", "dynamic_codebook", "nf4_codebook", "quantize_nf4",
     "calibration_ids", "heldout_ids", "perplexity",
     "ContextLengthError", "batch_vs_alone_logits", "check_context", "context_window",
+    "VARIANTS", "build_variant", "variant_bytes",
     "ModelDraft", "PromptLookupDraft", "SpeculativeResult", "accept_or_resample", "self_draft", "speculative_generate",
 ]

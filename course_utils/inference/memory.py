@@ -186,3 +186,42 @@ def training_memory(shape: ModelShape, method: str = "full", batch: int = 1, seq
     out["activations"] = float(activations)
     out["total"] = sum(out.values())
     return out
+
+
+def peak_allocated_bytes(fn, device: str = "cpu"):
+    """Run ``fn()`` and measure the peak of tensor memory it allocates on ``device`` beyond what was
+    allocated before → ``(fn's result, peak bytes)``.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation at the start. CPU: torch's
+    profiler with ``profile_memory=True`` records every allocation and free of torch's CPU
+    allocator; the running total it reports ("Total Allocated", counted from the profiler's start)
+    peaks at the answer. It counts tensor bytes exactly — no RSS noise, but also not the allocator's
+    or Python's own overheads."""
+    import json
+    import os
+    import tempfile
+
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        result = fn()
+        torch.cuda.synchronize()
+        return result, float(torch.cuda.max_memory_allocated() - start)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path, encoding="utf-8") as fh:
+            events = json.load(fh)["traceEvents"]
+    finally:
+        os.unlink(path)
+    totals = [e["args"]["Total Allocated"] for e in events
+              if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == 0]
+    return result, float(max(totals, default=0))
