@@ -118,6 +118,12 @@ def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, bits: int 
     return GPTQResult(Q.to(weight.dtype), torch.cat(scales, 1), torch.cat(zeros, 1), g_idx, perm, loss)
 
 
+def gptq_fake_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int | None = 128,
+                       damp: float = 0.01) -> torch.Tensor:
+    """GPTQ's dequantized weight ``Ŵ`` only (natural column order), for the lab."""
+    return gptq_quantize_weight(weight, hessian, bits, group_size, damp=damp).weight
+
+
 def layer_output_error(weight: torch.Tensor, w_hat: torch.Tensor, x: torch.Tensor) -> float:
     """Relative output error of a linear layer on inputs ``x``: ``‖x Wᵀ - x Ŵᵀ‖_F / ‖x Wᵀ‖_F``."""
     checks.same_shape(weight=weight, w_hat=w_hat)

@@ -71,6 +71,41 @@ def _work(w: torch.Tensor) -> torch.Tensor:
     return w if w.dtype == torch.float64 else w.float()
 
 
+def absmax_quantize(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absmax quantization of each row (last dimension) of ``x`` → ``(q int8, scale)``, ``scale`` of
+    shape ``(..., 1)``: ``s = max|x| / (2^(b-1) - 1)`` (1 for an all-zero row), ``q = round(x / s)``."""
+    checks.tensor("x", x, floating=True)
+    checks.positive_int(bits=bits)
+    checks.number("bits", bits, low=2, high=8)
+    qmax = 2 ** (bits - 1) - 1
+    work = _work(x)
+    absmax = work.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))
+    return torch.clamp(torch.round(work / scale), -qmax, qmax).to(torch.int8), scale
+
+
+def absmax_dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x̂ = s · q`` (in the scale's dtype)."""
+    return q.to(scale.dtype) * scale
+
+
+def zeropoint_quantize(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero-point quantization of each row (last dimension) of ``x`` → ``(q uint8, scale, zero)``
+    (see :func:`zeropoint_params`): ``q = clamp(round(x / s) + z, 0, 2^b - 1)``."""
+    checks.tensor("x", x, floating=True)
+    checks.positive_int(bits=bits)
+    checks.number("bits", bits, low=2, high=8)
+    work = _work(x)
+    scale, zero = zeropoint_params(work, bits)
+    q = torch.clamp(torch.round(work / scale) + zero, 0, 2**bits - 1).to(torch.uint8)
+    return q, scale, zero
+
+
+def zeropoint_dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """``x̂ = s · (q - z)`` (in the scale's dtype)."""
+    return (q.to(scale.dtype) - zero) * scale
+
+
 def _check(w: torch.Tensor, bits: int, granularity: str, group_size: int | None) -> None:
     checks.tensor("w", w, ndim=2, floating=True, shape="(out_features, in_features)")
     checks.positive_int(bits=bits)
@@ -86,11 +121,7 @@ def quantize_absmax(w: torch.Tensor, bits: int = 8, granularity: str = "channel"
     ``q = round(w / s)`` in ``[-(2^(b-1)-1), 2^(b-1)-1]`` (the level -2^(b-1) is left unused so
     that the grid is symmetric). Computed in float32 (float64 for float64 input)."""
     _check(w, bits, granularity, group_size)
-    qmax = 2 ** (bits - 1) - 1
-    g = _grouped(_work(w), granularity, group_size)
-    absmax = g.abs().amax(dim=-1, keepdim=True)
-    scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))
-    q = torch.clamp(torch.round(g / scale), -qmax, qmax).to(torch.int8)
+    q, scale = absmax_quantize(_grouped(w, granularity, group_size), bits)
     return IntQuantized(_ungrouped(q, w.shape), scale.squeeze(-1), None, bits, granularity, group_size, w.dtype)
 
 
@@ -115,9 +146,7 @@ def quantize_zeropoint(w: torch.Tensor, bits: int = 8, granularity: str = "chann
     ``s = (hi - lo) / (2^b - 1)``, ``z = round(-lo / s)``, ``q = clamp(round(w / s) + z, 0, 2^b - 1)``.
     Computed in float32 (float64 for float64 input)."""
     _check(w, bits, granularity, group_size)
-    g = _grouped(_work(w), granularity, group_size)
-    scale, zero = zeropoint_params(g, bits)
-    q = torch.clamp(torch.round(g / scale) + zero, 0, 2**bits - 1).to(torch.uint8)
+    q, scale, zero = zeropoint_quantize(_grouped(w, granularity, group_size), bits)
     return IntQuantized(_ungrouped(q, w.shape), scale.squeeze(-1), zero.squeeze(-1), bits, granularity, group_size,
                         w.dtype)
 

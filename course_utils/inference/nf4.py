@@ -83,6 +83,21 @@ def dequantize_blockwise(codes: torch.Tensor, absmax: torch.Tensor, levels: torc
     return values * absmax[block]
 
 
+def nf4_quantize(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """NF4 codes of ``w`` (flattened, one uint8 per weight, unpacked) and the float32 absmax of
+    each block of ``blocksize`` consecutive weights (the last block may be shorter)."""
+    checks.tensor("w", w, floating=True)
+    checks.positive_int(blocksize=blocksize)
+    return quantize_blockwise(w, nf4_codebook().to(w.device), blocksize)
+
+
+def nf4_dequantize(codes: torch.Tensor, absmax: torch.Tensor, shape: tuple[int, ...], blocksize: int = 64) -> torch.Tensor:
+    """``ŵ = level[code] · absmax[block]`` reshaped to ``shape`` (float32)."""
+    checks.tensor("codes", codes, floating=False)
+    checks.positive_int(blocksize=blocksize)
+    return dequantize_blockwise(codes.reshape(-1), absmax, nf4_codebook().to(codes.device), blocksize).reshape(shape)
+
+
 @dataclass
 class NF4Quantized:
     """A weight in NF4: ``packed`` (ceil(n/2), 1) uint8, two 4-bit codes per byte (first in the high
@@ -130,7 +145,7 @@ def quantize_nf4(w: torch.Tensor, blocksize: int = 64, double_quant: bool = True
     checks.tensor("w", w, floating=True)
     checks.positive_int(blocksize=blocksize)
     checks.non_empty("w", w.reshape(-1))
-    codes, absmax = quantize_blockwise(w, nf4_codebook(), blocksize)
+    codes, absmax = nf4_quantize(w, blocksize)
     packed = pack_nibbles(codes)
     if not double_quant:
         return NF4Quantized(packed, absmax, tuple(w.shape), w.dtype, blocksize)
@@ -149,5 +164,4 @@ def dequantize_nf4(qw: NF4Quantized) -> torch.Tensor:
     n = 1
     for size in qw.shape:
         n *= size
-    codes = unpack_nibbles(qw.packed, n)
-    return dequantize_blockwise(codes, absmax, nf4_codebook(), qw.blocksize).reshape(qw.shape).to(qw.dtype)
+    return nf4_dequantize(unpack_nibbles(qw.packed, n), absmax, qw.shape, qw.blocksize).to(qw.dtype)
