@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     ap.add_argument("--no-awq", action="store_true")
+    ap.add_argument("--ppl-windows", type=int, default=32, help="held-out windows of 512 tokens for perplexity")
+    ap.add_argument("--calibration", type=int, default=32, help="calibration sequences of 256 tokens")
     args = ap.parse_args()
 
     import torch
@@ -158,8 +160,8 @@ def main() -> None:
 
     # 3. perplexity: RTN vs GPTQ (and AWQ)
     heldout = heldout_ids(tokenizer)
-    seq_len, windows = (128, 4) if quick else (512, 32)
-    calib = calibration_ids(tokenizer, 4 if quick else 32, 64 if quick else 256)
+    seq_len, windows = (128, 4) if quick else (512, args.ppl_windows)
+    calib = calibration_ids(tokenizer, 4 if quick else args.calibration, 64 if quick else 256)
     n_layers = 2 if quick else None
     ppl = {"fp32": perplexity(model, heldout, seq_len, max_windows=windows)}
     names = ["RTN-4 g128", "GPTQ-4 g128", "RTN-3 g128", "GPTQ-3 g128"] + ([] if args.no_awq or quick else ["AWQ-4 g128"])
