@@ -17,7 +17,9 @@ then column ``j`` is removed from the problem. Three tricks make this fast and s
   ``W[:, after] -= E · U[block, after]`` — the same result with far fewer memory passes.
 * **Groups and act-order.** With ``group_size`` g, each run of g columns gets its own
   zero-point scale, computed when the quantizer reaches the group's first column (from the
-  already-updated weights). With ``act_order``, columns are visited in decreasing ``diag(H)``
+  already-updated weights; with lazy batches the columns past the current block have not yet
+  received the block's updates, which only matters for a group that crosses a block boundary —
+  never when g divides ``block_size``). With ``act_order``, columns are visited in decreasing ``diag(H)``
   (the inputs with the most energy first) and the result is permuted back; the group of a
   column then follows the visiting order (``g_idx``).
 
