@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from course_utils import checks
 from course_utils.arch.attention import check_head_counts
@@ -58,6 +59,12 @@ class TinyLlamaConfig:
         checks.positive_number(rope_theta=self.rope_theta, rms_norm_eps=self.rms_norm_eps)
 
 
+def _run_layers(layers: nn.ModuleList, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x, cos, sin)
+    return x
+
+
 class TinyLlama(nn.Module):
     """LLaMA-style causal LM: token embedding, pre-norm GQA/SwiGLU blocks with RoPE, final RMSNorm, LM head."""
 
@@ -76,6 +83,18 @@ class TinyLlama(nn.Module):
         self.apply(self._init_weights)
         if c.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.checkpoint_segment = 0  # layers per checkpointed segment; 0: off
+
+    def gradient_checkpointing_enable(self, segment_size: int = 1) -> None:
+        """Recompute activations in backward instead of storing them (chapter 04): the layers run in
+        segments of ``segment_size`` under ``torch.utils.checkpoint`` and only each segment's input
+        is kept. ``segment_size ≈ √num_layers`` minimises the peak (Chen et al., 2016)."""
+        if isinstance(segment_size, bool) or not isinstance(segment_size, int) or segment_size < 1:
+            raise ValueError(f"segment_size must be a positive int, got {segment_size!r}")
+        self.checkpoint_segment = segment_size
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.checkpoint_segment = 0
 
     def _init_weights(self, module: nn.Module) -> None:
         """LLaMA's init: every matrix ~ N(0, initializer_range²), norms' gains = 1."""
@@ -92,8 +111,12 @@ class TinyLlama(nn.Module):
         x = self.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(torch.arange(seq, device=input_ids.device), self.config.head_dim,
                                 self.config.rope_theta, dtype=x.dtype)
-        for layer in self.layers:
-            x = layer(x, cos, sin)
+        k = self.checkpoint_segment
+        if k and torch.is_grad_enabled():
+            for start in range(0, len(self.layers), k):
+                x = checkpoint(_run_layers, self.layers[start:start + k], x, cos, sin, use_reentrant=False)
+        else:
+            x = _run_layers(self.layers, x, cos, sin)
         return self.lm_head(self.norm(x))
 
     def num_parameters(self, exclude_embeddings: bool = True) -> int:

@@ -1,4 +1,4 @@
-"""The ``llm-course`` command: doctor, run, release, grade, lab."""
+"""The ``llm-course`` command: doctor, run, release, grade, lab, serve."""
 
 from __future__ import annotations
 
@@ -52,14 +52,19 @@ def cmd_release(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from course_utils.tooling.grading import grade_submissions
+    from course_utils.tooling.grading import Limits, grade_submissions
 
     out = Path(args.out or f"build/grades/{args.lab}.csv")
     rows = grade_submissions(args.lab, args.submissions, out, cell_timeout=args.cell_timeout,
                              student_timeout=args.student_timeout, smoke=not args.full,
-                             work_dir=Path(args.work_dir) if args.work_dir else None)
+                             work_dir=Path(args.work_dir) if args.work_dir else None, jobs=args.jobs,
+                             sandbox=args.sandbox, limits=Limits(memory_bytes=int(args.memory_gb * 2**30)))
     for r in rows:
-        print(f"{r.student_id:<24} {r.score:g}/{r.max_score:g}  {r.status}  {r.reason}")
+        print(f"{r.student_id:<24} {r.score:g}/{r.max_score:g}  {r.status}  {r.reason}"
+              + (f"  [flags: {' | '.join(r.flags)}]" if r.flags else ""))
+    if any(r.sandbox == "none" for r in rows):
+        print("\nWARNING: graded WITHOUT a sandbox: student code could read this machine's files "
+              "(install bubblewrap; see `llm-course doctor`).")
     print(f"\nGrades: {out}\nFeedback (hidden tests withheld): {out.resolve().parent / 'feedback'}")
     return 0
 
@@ -72,6 +77,12 @@ def cmd_lab(args) -> int:
     print("Opening JupyterLab on", root)
     os.execvp(cmd[0], cmd)
     return 0  # not reached
+
+
+def cmd_serve(args) -> int:
+    from course_utils.serving.api import main as serve_main
+
+    return serve_main(args.serve_argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--student-timeout", type=int, default=900, help="seconds for one whole submission")
     g.add_argument("--full", action="store_true", help="grade with SMOKE off (labs run at full size)")
     g.add_argument("--work-dir", help="keep nbgrader's course folder and logs here")
+    g.add_argument("--jobs", "-j", type=int, default=1, help="students graded at once, each in its own sandbox")
+    g.add_argument("--memory-gb", type=float, default=6.0, help="memory limit of each process of a student's kernel")
+    g.add_argument("--sandbox", choices=["auto", "require", "off"], default="auto",
+                   help="auto: bubblewrap when it works here, else unsandboxed (said in the output and the CSV)")
     g.set_defaults(func=cmd_grade)
+
+    from course_utils.serving.cli_args import add_serve_arguments
+
+    srv = sub.add_parser("serve", help="OpenAI-compatible server (chapter 11): the course engine or vLLM; "
+                         "vLLM's flag names (--host --port --api-key --max-model-len --served-model-name)")
+    add_serve_arguments(srv)
+    srv.set_defaults(func=cmd_serve)
 
     lab = sub.add_parser("lab", help="open JupyterLab on the course")
     lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
@@ -114,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":  # the server parses its own flags (same parser)
+        args.serve_argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:

@@ -1,6 +1,6 @@
 """`llm-course grade` on what real students hand in: a correct, an empty, a looping, a
-crashing, a broken and several tampered submissions, graded in bounded time, twice, with
-the same CSV, and feedback that never shows hidden tests."""
+crashing, a broken and several tampered submissions, graded in bounded time, once one student at a
+time and once two at a time, with the same CSV and the same feedback, which never shows hidden tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 import time
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 from tests.conftest import ROOT
 from tests.labs.helpers import copy, first_solution_replaced, grade_cells, hidden_lines, read, save, solution_cells
@@ -50,18 +52,18 @@ def graded(tmp_path_factory):
     save(subs, "i_huge_output", LAB, noisy)
     (subs / "j_wrong_folder" / "lab99").mkdir(parents=True)
 
-    def grade(out):
+    def grade(out, jobs):
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", LAB, "--submissions", str(subs),
-                               "--out", str(out), "--cell-timeout", str(CELL_TIMEOUT), "--student-timeout", "300"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=1800)
+                               "--out", str(out), "--cell-timeout", str(CELL_TIMEOUT), "--student-timeout", "300",
+                               "--jobs", str(jobs)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return time.perf_counter() - start
 
-    first = tmp / "run1" / "grades.csv"
-    seconds = grade(first)
-    second = tmp / "run2" / "grades.csv"
-    grade(second)
+    first = tmp / "serial" / "grades.csv"
+    seconds = grade(first, jobs=1)
+    second = tmp / "parallel" / "grades.csv"
+    grade(second, jobs=2)
     rows = {r["student_id"]: r for r in csv.DictReader(first.open())}
     return {"rows": rows, "first": first, "second": second, "seconds": seconds, "solution": solution,
             "tmp": tmp}
@@ -89,8 +91,13 @@ def test_scores(graded):
     assert rows["j_wrong_folder"]["status"] == "error" and LAB in rows["j_wrong_folder"]["reason"]
 
 
-def test_grading_twice_gives_the_same_csv(graded):
+def test_grading_twice_in_parallel_gives_the_same_csv_and_feedback(graded):
     assert graded["first"].read_bytes() == graded["second"].read_bytes()
+    serial = {p.relative_to(graded["first"].parent): p.read_bytes() for p in (graded["first"].parent / "feedback").rglob("*.html")}
+    parallel = {p.relative_to(graded["second"].parent): p.read_bytes()
+                for p in (graded["second"].parent / "feedback").rglob("*.html")}
+    assert serial.keys() == parallel.keys() and len(serial) >= 8
+    assert serial == parallel
 
 
 def test_grading_time_is_bounded(graded):
@@ -108,3 +115,21 @@ def test_feedback_never_shows_hidden_tests(graded):
         assert "BEGIN HIDDEN TESTS" not in text
         for line in lines:
             assert line not in text and html.escape(line) not in text, f"{page} shows hidden line {line!r}"
+
+
+def test_unsandboxed_grading_still_grades_and_says_so(tmp_path):
+    """Where no sandbox is available (a laptop, Colab), grading works, warns, and returns no output."""
+    subs = tmp_path / "submitted"
+    save(subs, "a_correct", LAB, read(ROOT / "solutions" / LAB / f"{LAB}.ipynb"))
+    save(subs, "b_empty", LAB, read(ROOT / "labs" / LAB / f"{LAB}.ipynb"))
+    out = tmp_path / "grades.csv"
+    proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", LAB, "--submissions", str(subs), "--out",
+                           str(out), "--sandbox", "off", "--jobs", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "graded WITHOUT a sandbox" in proc.stdout
+    rows = {r["student_id"]: r for r in csv.DictReader(out.open())}
+    assert rows["a_correct"]["score"] == rows["a_correct"]["max_score"] == "10" and rows["b_empty"]["score"] == "0"
+    assert {r["sandbox"] for r in rows.values()} == {"none"}
+    page = (tmp_path / "feedback" / "a_correct" / LAB / f"{LAB}.html").read_text()
+    assert "graded without a sandbox, so no output of your notebook is returned" in page

@@ -70,3 +70,26 @@ def test_reference_gets_full_marks_and_release_fails(lab, tmp_path):
     solution = read(_notebook(lab))
     assert blank["reason"].count("(") == len(grade_cells(solution)), blank["reason"]
     assert (tmp_path / "feedback" / "reference" / lab / f"{lab}.html").exists()
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_hidden_tests_observe_and_never_call_the_reference(lab):
+    """Hidden tests only observe through course_utils.tooling.hidden; the lab declares the reference of
+    every function the student writes (each importable), and the release does not carry that map."""
+    from course_utils.tooling.grading.reference import lab_blocked, lab_references
+
+    refs = lab_references(ROOT / "solutions" / lab)
+    assert refs, f"{lab} declares no llm_course.reference in its metadata"
+    blocked = lab_blocked(ROOT / "solutions" / lab)
+    solution = read(_notebook(lab))
+    for cell in grade_cells(solution):
+        if "BEGIN HIDDEN TESTS" not in cell.source:
+            continue
+        region = cell.source.split("### BEGIN HIDDEN TESTS", 1)[1].split("### END HIDDEN TESTS", 1)[0]
+        assert "hidden.check" in region, f"{cell.metadata['nbgrader']['grade_id']}: hidden tests must observe"
+        for dotted in blocked:
+            module, _, name = dotted.rpartition(".")
+            assert f"{module} import" not in region and f"{module}.{name}" not in region, (
+                f"{cell.metadata['nbgrader']['grade_id']} calls the blocked reference {dotted}")
+    released = read(ROOT / "labs" / lab / f"{lab}.ipynb")
+    assert "llm_course" not in released.metadata

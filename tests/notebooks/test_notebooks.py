@@ -38,12 +38,15 @@ def test_notebook_executes(path, executed):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
 def test_notebook_has_reviewed_claims(path):
-    """Each notebook and lab states bounds for the numbers its prose relies on; every chapter has
-    claims that SMOKE mode checks (a lab's may all need full mode: fine-tuned > base)."""
+    """Each chapter states bounds for the numbers its prose relies on, some checked in SMOKE mode; a
+    lab's claims file (its claims may all need full mode: fine-tuned > base) is checked when it exists."""
+    chapter = path.parent.name == "notebooks"
+    if not chapter and not claims_file(path, ROOT).exists():
+        pytest.skip(f"no claims/{path.stem}.toml yet (the lab's owner writes it)")
     assert claims_file(path, ROOT).exists(), f"write claims/{path.stem}.toml (see CONTRIBUTING.md)"
     claims = load_claims(path, ROOT)
     assert claims and all(spec.get("why") for spec in claims.values()), "every claim says why in `why`"
-    if path.parent.name == "notebooks":
+    if chapter:
         assert any(spec.get("mode", "both") != "full" for spec in claims.values()), "no claim is checked in SMOKE mode"
 
 
@@ -68,19 +71,20 @@ CHAPTERS = [p for p in NOTEBOOKS if p.parent.name == "notebooks"]
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=_id)
 def test_chapter_shows_its_code_and_ends_with_exercises_and_papers(path):
-    """show_source where a mechanism is taught; 3-6 exercises, at least two auto-checked, the open ones
-    with worked answers; then "Papers and further reading"; no prose sending the reader to a .py file."""
+    """show_source where a mechanism is taught; an Exercises section with at least two auto-checked
+    exercises (check_function/check_value); papers and further reading after it; no prose sending the
+    reader to a course_utils .py file."""
     nb = nbformat.read(path, as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert code.count("show_source(") >= 3
-    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
-    tail = nb.cells[start:]
-    exercises = [c for c in tail if c.cell_type == "markdown" and c.source.startswith("**Exercise")]
+    assert code.count("show_source(") >= 3, "show the code where it is taught (course_utils.show.show_source)"
+    starts = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and re.search(r"^## Exercises", c.source, re.M)]
+    assert starts, "the chapter needs an '## Exercises' section"
+    tail = nb.cells[starts[0]:]
     checks = [c for c in tail if c.cell_type == "code" and ("check_function(" in c.source or "check_value(" in c.source)]
-    answers = [c for c in tail if c.cell_type == "code" and "show_answer(" in c.source or "<details>" in c.source]
-    assert 3 <= len(exercises) <= 6 and len(checks) >= 2 and len(checks) + len(answers) >= len(exercises)
-    assert nb.cells[-1].source.startswith("## Papers and further reading")
+    assert len(checks) >= 2, "at least two exercises check themselves (course_utils.exercise)"
+    assert any(c.cell_type == "markdown" and re.search(r"^#+ .*(papers|further reading)", c.source, re.I | re.M)
+               for c in tail), "papers and further reading after the exercises"
     assert not re.search(r"course_utils/[\w/]*\.py", prose), "show the code with show_source instead"
 
 
