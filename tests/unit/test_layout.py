@@ -11,10 +11,15 @@ PACKAGE = ROOT / "course_utils"
 
 
 def _imports(path: Path) -> set[str]:
+    """Modules a file imports; ``from package import module`` counts as importing ``package.module``."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                is_module = (ROOT / Path(*sub.split("."))).with_suffix(".py").exists() or (
+                    ROOT / Path(*sub.split("."))).is_dir()
+                found.add(sub if is_module else node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
     return found
