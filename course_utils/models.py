@@ -75,6 +75,14 @@ def _resolve_dtype(dtype: Any, device: str):
     raise ValueError(f"dtype={dtype!r}: expected None, a torch dtype, or one of {sorted(_DTYPES)}")
 
 
+def make_readable(folder: Path) -> None:
+    """Let every user read a cache folder (the sandboxed grader's kernels run as other users);
+    some writers (safetensors) create files readable by their owner only."""
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o444 | (0o111 if path.is_dir() else 0))
+
+
 def cached_folder(target: Path, build: Callable[[Path], None]) -> Path:
     """Return ``target``, building it once with ``build(tmp_folder)`` if it is not complete.
 
@@ -95,6 +103,7 @@ def cached_folder(target: Path, build: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         build(tmp)
         (tmp / "COMPLETE").write_text(f"built for {target.name}\n")
+        make_readable(tmp)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
     return target

@@ -106,6 +106,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, convent
     return x * cos + rotate(x) * sin
 
 
+def apply_rope_at(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
+    """RoPE (rotate-half convention) of ``x`` ``(batch, heads, seq, head_dim)`` at integer ``positions``
+    ``(seq,)``: angles in float32, ``cos``/``sin`` cast to ``x``'s dtype, then :func:`apply_rope`."""
+    cos, sin = rope_cos_sin(positions.to(x.device), x.shape[-1], theta, dtype=x.dtype)
+    return apply_rope(x, cos, sin)
+
+
 def apply_rope_complex(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
     """Interleaved RoPE as Meta's original code writes it: ``view_as_complex(x) · e^{j m θ}``.
 

@@ -57,9 +57,14 @@ def cmd_grade(args) -> int:
     out = Path(args.out or f"build/grades/{args.lab}.csv")
     rows = grade_submissions(args.lab, args.submissions, out, cell_timeout=args.cell_timeout,
                              student_timeout=args.student_timeout, smoke=not args.full,
-                             work_dir=Path(args.work_dir) if args.work_dir else None)
+                             work_dir=Path(args.work_dir) if args.work_dir else None, jobs=args.jobs,
+                             sandbox=args.sandbox)
     for r in rows:
-        print(f"{r.student_id:<24} {r.score:g}/{r.max_score:g}  {r.status}  {r.reason}")
+        print(f"{r.student_id:<24} {r.score:g}/{r.max_score:g}  {r.status}  {r.reason}"
+              + (f"  [flags: {' | '.join(r.flags)}]" if r.flags else ""))
+    if any(r.sandbox == "none" for r in rows):
+        print("\nWARNING: graded WITHOUT a sandbox: student code could read this machine's files "
+              "(install bubblewrap; see `llm-course doctor`).")
     print(f"\nGrades: {out}\nFeedback (hidden tests withheld): {out.resolve().parent / 'feedback'}")
     return 0
 
@@ -104,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--student-timeout", type=int, default=900, help="seconds for one whole submission")
     g.add_argument("--full", action="store_true", help="grade with SMOKE off (labs run at full size)")
     g.add_argument("--work-dir", help="keep nbgrader's course folder and logs here")
+    g.add_argument("--jobs", "-j", type=int, default=1, help="students graded at once, each in its own sandbox")
+    g.add_argument("--sandbox", choices=["auto", "require", "off"], default="auto",
+                   help="auto: bubblewrap when it works here, else unsandboxed (said in the output and the CSV)")
     g.set_defaults(func=cmd_grade)
 
     lab = sub.add_parser("lab", help="open JupyterLab on the course")

@@ -106,9 +106,16 @@ def _check_cli() -> Check:
                  "pip install -e . (then `pyenv rehash` under pyenv, or use `python -m course_utils`)")
 
 
+def _check_sandbox() -> Check:
+    from course_utils.tooling.grading.sandbox import sandbox_status
+
+    ok, detail = sandbox_status()
+    return Check("grading sandbox", True, detail if ok else f"none: {detail}; labs are still graded, unsandboxed")
+
+
 def run_checks(load_models: bool = True) -> list[Check]:
     checks = [_check_package(*p) for p in PACKAGES]
-    extra: list[Callable[[], Check]] = [_check_kernel, _check_cli, _check_accelerator]
+    extra: list[Callable[[], Check]] = [_check_kernel, _check_cli, _check_accelerator, _check_sandbox]
     if load_models:
         extra = [_check_offline_llm, _check_offline_embedder, *extra]
     for fn in extra:

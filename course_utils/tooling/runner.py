@@ -6,7 +6,9 @@ autogrades the reference solutions with nbgrader, and writes under ``build/``:
 
 * ``build/executed/<name>.ipynb`` — each executed notebook with its outputs,
 * ``build/report.json`` and ``build/report.md`` — per notebook: status, seconds, the
-  metrics it recorded with :func:`course_utils.runtime.record_metric`, and the error if any.
+  metrics it recorded with :func:`course_utils.runtime.record_metric`, its claims
+  (``claims/<stem>.toml``, checked for the run's mode; a broken claim fails the notebook),
+  and the error if any.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from course_utils.runtime import METRICS_ENV, SMOKE_ENV, read_metrics_file, repo_root
+from course_utils.tooling.claims import as_dicts, check_claims
 
 
 def course_notebooks(root: Path | None = None) -> list[Path]:
@@ -37,6 +40,7 @@ class NotebookResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     output: str | None = None
+    claims: list[dict[str, Any]] = field(default_factory=list)  # see course_utils.tooling.claims
 
 
 def execute_notebook(path: str | os.PathLike, output: str | os.PathLike, *, smoke: bool = True,
@@ -77,8 +81,14 @@ def execute_notebook(path: str | os.PathLike, output: str | os.PathLike, *, smok
     seconds = time.perf_counter() - start
     metrics = read_metrics_file(metrics_file)
     os.unlink(metrics_file)
+    claims = check_claims(path, metrics, smoke=smoke) if status == "ok" else []
+    broken = [c for c in claims if not c.ok]
+    if broken:
+        status = "failed"
+        error = "broken claims (claims/" + path.stem + ".toml): " + "; ".join(
+            f"{c.metric} {c.bound}: {c.problem}" for c in broken)
     return NotebookResult(notebook=str(path), status=status, seconds=round(seconds, 2), metrics=metrics,
-                          error=error, output=str(output))
+                          error=error, output=str(output), claims=as_dicts(claims))
 
 
 def _short_error(exc: Exception) -> str:

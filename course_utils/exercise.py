@@ -1,0 +1,102 @@
+"""Auto-checked exercises at the end of a chapter.
+
+The student fills a cell (a function, or a number), then a check cell calls
+:func:`check_function` or :func:`check_value`. A check prints ✓ or ✗ with a hint and returns
+True/False; it never raises, so a notebook with unattempted exercises still runs end to end
+(CI executes every notebook with the exercise cells as shipped: "not attempted yet").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+NOT_ATTEMPTED = "not attempted yet: replace `raise NotImplementedError` with your code and run the cell again"
+
+
+def _close(got: Any, want: Any, rtol: float, atol: float) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a course dependency
+        torch = None
+    if torch is not None and isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            return False
+        if not want.is_floating_point():
+            return torch.equal(got.cpu(), want.cpu())
+        return torch.allclose(got.detach().cpu().double(), want.detach().cpu().double(), rtol=rtol, atol=atol,
+                              equal_nan=True)
+    if hasattr(want, "shape") and hasattr(want, "dtype"):  # numpy
+        import numpy as np
+
+        got = np.asarray(got)
+        return got.shape == want.shape and bool(np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True))
+    if isinstance(want, bool) or want is None or isinstance(want, str):
+        return got == want
+    if isinstance(want, (int, float)):
+        return isinstance(got, (int, float)) and not isinstance(got, bool) and math.isclose(
+            got, want, rel_tol=rtol, abs_tol=atol)
+    if isinstance(want, (list, tuple)):
+        return isinstance(got, (list, tuple)) and len(got) == len(want) and all(
+            _close(g, w, rtol, atol) for g, w in zip(got, want))
+    if isinstance(want, dict):
+        return isinstance(got, dict) and got.keys() == want.keys() and all(
+            _close(got[k], want[k], rtol, atol) for k in want)
+    return got == want
+
+
+def _call(fn: Callable, case: Any) -> tuple[str, Any]:
+    args, kwargs = (case.get("args", ()), case.get("kwargs", {})) if isinstance(case, dict) else (case, {})
+    if not isinstance(args, tuple):
+        args = (args,)
+    try:
+        return "value", fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except Exception as err:  # the reference may raise on a bad-input case: the student must too
+        return "raised", err
+
+
+def check_function(student: Callable, *, reference: Callable, cases: Sequence[Any], hint: str = "",
+                   rtol: float = 1e-5, atol: float = 1e-6, name: str | None = None) -> bool:
+    """Run ``student`` and ``reference`` on each case (an args tuple, or ``{"args": ..., "kwargs": ...}``)
+    and compare the results (tensors and arrays with ``allclose(rtol, atol)``, numbers with
+    ``isclose``, containers element-wise). Where the reference raises, the student must raise the same
+    exception type. Prints the verdict and returns it."""
+    label = name or getattr(student, "__name__", "your function")
+    for i, case in enumerate(cases):
+        want_kind, want = _call(reference, case)
+        try:
+            got_kind, got = _call(student, case)
+        except NotImplementedError:
+            print(f"… {label}: {NOT_ATTEMPTED}")
+            return False
+        if want_kind == "raised":
+            ok = got_kind == "raised" and isinstance(got, type(want))
+            detail = f"expected {type(want).__name__} to be raised, got " + (
+                type(got).__name__ if got_kind == "raised" else f"the value {got!r:.80}")
+        elif got_kind == "raised":
+            ok, detail = False, f"raised {type(got).__name__}: {got}"
+        else:
+            ok = _close(got, want, rtol, atol)
+            detail = f"expected {want!r:.200}, got {got!r:.200}"
+        if not ok:
+            print(f"✗ {label}: case {i + 1} of {len(cases)} is wrong: {detail}" + (f"\n  hint: {hint}" if hint else ""))
+            return False
+    print(f"✓ {label}: right on all {len(cases)} cases")
+    return True
+
+
+def check_value(answer: Any, *, expected: Any, rtol: float = 0.01, atol: float = 0.0, hint: str = "",
+                name: str = "your answer") -> bool:
+    """Compare a number (or a structure of numbers) the student computed with the expected one.
+    ``answer`` is ``...`` (Ellipsis) or ``None`` while the exercise is not attempted."""
+    if answer is ... or answer is None:
+        print(f"… {name}: not attempted yet: replace the ... with your answer")
+        return False
+    if _close(answer, expected, rtol, atol):
+        print(f"✓ {name}: right ({answer!r:.80})")
+        return True
+    print(f"✗ {name}: {answer!r:.80} is not right" + (f"\n  hint: {hint}" if hint else ""))
+    return False
