@@ -27,7 +27,7 @@ from course_utils.prompting.game24 import (
 )
 from course_utils.prompting.llm import CallCounter, chat_generate, render
 from course_utils.prompting.prompts import STYLES, ExemplarSelector, build_messages
-from course_utils.prompting.self_consistency import accuracy_vs_n, sample_paths, self_consistency
+from course_utils.prompting.self_consistency import accuracy_vs_n, sample_paths
 from course_utils.prompting.tasks import load_game24, load_reasoning
 from course_utils.prompting.tot import ToTResult, game24_messages, tree_of_thoughts
 
@@ -36,5 +36,5 @@ __all__ = [
     "all_puzzles", "build_messages", "canonical", "chat_generate", "constrained_generate", "evaluate_expression",
     "extract_number", "final_answer_text", "first_json_object", "game24_messages", "grammar", "is_solution",
     "legal_steps", "load_game24", "load_reasoning", "majority_vote", "render", "sample_paths", "schema_valid",
-    "self_consistency", "solutions", "solvable", "tree_of_thoughts",
+    "solutions", "solvable", "tree_of_thoughts",
 ]
