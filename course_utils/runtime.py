@@ -32,6 +32,7 @@ SMOKE_ENV = "LLM_COURSE_SMOKE"  # 1/0: tiny sizes (CI, the autograder) or full r
 METRICS_ENV = "LLM_COURSE_METRICS_FILE"  # set by the runner: where record_metric appends
 CACHE_ENV = "LLM_COURSE_CACHE"  # converted models and embedding caches
 ROOT_ENV = "LLM_COURSE_ROOT"  # the course folder (with notebooks/ and solutions/)
+GRADING_ENV = "LLM_COURSE_GRADING"  # set in a student's kernel while `llm-course grade` grades it
 VLLM_VENV_ENV = "LLM_COURSE_VLLM_VENV"  # the separate venv holding vLLM (install.sh --with-vllm)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
