@@ -154,21 +154,27 @@ def _causal_lm_source(name: str) -> str:
     )
 
 
-def bnb_config(quantization: str, compute_dtype=None):
-    """A ``BitsAndBytesConfig`` for ``"nf4"`` (4-bit NormalFloat, double quantisation, as
-    QLoRA) or ``"int8"`` (LLM.int8())."""
+def nf4_config(compute_dtype=None):
+    """QLoRA's 4-bit load: a ``BitsAndBytesConfig`` storing every linear weight in 4-bit NormalFloat
+    (NF4) with double quantisation (the absmax constants quantised again), computing in
+    ``compute_dtype`` (None: float32; bfloat16 on a GPU)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ImportError("quantization needs bitsandbytes; run `pip install bitsandbytes`")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype or torch.float32)
+
+
+def bnb_config(quantization: str, compute_dtype=None):
+    """A ``BitsAndBytesConfig`` for ``"nf4"`` (:func:`nf4_config`, as QLoRA) or ``"int8"`` (LLM.int8())."""
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError("quantization needs bitsandbytes; run `pip install bitsandbytes`")
     if quantization == "nf4":
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype or torch.float32,
-        )
+        return nf4_config(compute_dtype)
     if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"quantization={quantization!r}: expected None, 'nf4' or 'int8'")

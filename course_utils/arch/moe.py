@@ -78,6 +78,13 @@ def top_k_route(router_logits: torch.Tensor, top_k: int) -> Routing:
     return Routing(probs, gates, experts)
 
 
+def top_k_gates(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The router's decision without the probabilities: ``(gates, experts)``, each ``(T, k)``
+    (see :func:`top_k_route`)."""
+    routing = top_k_route(router_logits, top_k)
+    return routing.gates, routing.experts
+
+
 def load_balancing_loss(router_logits: torch.Tensor | Sequence[torch.Tensor], top_k: int,
                         num_experts: int | None = None) -> torch.Tensor:
     """Switch/Mixtral auxiliary loss ``L_aux = E * sum_e f_e P_e``.
@@ -218,6 +225,13 @@ def moe_forward(x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, gat
         y.index_add_(0, tokens, (y_expert * weights[rows]).to(x.dtype))
         start += count
     return y, groups
+
+
+def moe_dispatch(x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, gate_up_proj: torch.Tensor,
+                 down_proj: torch.Tensor) -> torch.Tensor:
+    """``y_t = sum_j gates[t, j] f_{experts[t, j]}(x_t)`` by grouped dispatch, one matmul chain per
+    expert that receives tokens: the output of :func:`moe_forward` (no capacity, ``method="loop"``)."""
+    return moe_forward(x, gates, experts, gate_up_proj, down_proj)[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -126,3 +126,26 @@ def citation_summary(gradings: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if all(g.get("cites_relevant") is not None for g in citing):
             out["relevant_rate"] = sum(bool(g["cites_relevant"]) for g in citing) / len(citing)
     return out
+
+
+def retrieval_report(with_retrieval: Sequence, without_retrieval: Sequence, questions: Sequence[dict],
+                     key: str = "topic") -> dict[str, Any]:
+    """With vs without retrieval on the same questions (:class:`~course_utils.rag.generation.RAGAnswer`
+    lists, and question dicts with ``gold`` and ``topics``).
+
+    ``gold_rate_with`` / ``gold_rate_without``: the fraction of answers that contain the question's
+    gold fact (:func:`groundedness`), and ``gold_gain`` their difference; then, for the answers with
+    retrieval, :func:`citation_summary`: ``citing_rate``, ``n_citing``, and over the citing answers
+    only ``valid_rate`` and ``relevant_rate`` (None when no answer cites). Also ``n_questions``.
+    """
+    if not len(with_retrieval) == len(without_retrieval) == len(questions):
+        raise ValueError(f"with_retrieval ({len(with_retrieval)}), without_retrieval ({len(without_retrieval)}) and "
+                         f"questions ({len(questions)}) must have the same length")
+    if not questions:
+        raise ValueError("questions is empty: nothing to report")
+    opened = [groundedness(a, q["gold"], q["topics"], key) for a, q in zip(with_retrieval, questions)]
+    closed = [groundedness(a, q["gold"]) for a, q in zip(without_retrieval, questions)]
+    gold_with = sum(g["contains_gold"] for g in opened) / len(questions)
+    gold_without = sum(g["contains_gold"] for g in closed) / len(questions)
+    return {"n_questions": len(questions), "gold_rate_with": gold_with, "gold_rate_without": gold_without,
+            "gold_gain": gold_with - gold_without, **citation_summary(opened)}

@@ -23,6 +23,23 @@ from course_utils import checks
 INDEX_KINDS = ("flat", "hnsw")
 
 
+def build_hnsw_index(vectors: np.ndarray, m: int = 32, ef_construction: int = 200, ef_search: int = 64):
+    """A ``faiss.IndexHNSWFlat`` over the rows of ``vectors`` ``(n, d)``, searched by inner product:
+    ``m`` links per node, ``ef_construction`` candidates kept while adding (set before adding),
+    ``ef_search`` while searching."""
+    import faiss
+
+    vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be a 2-D array (n, d), got shape {vectors.shape}")
+    checks.positive_int(m=m, ef_construction=ef_construction, ef_search=ef_search)
+    index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    index.add(vectors)
+    index.hnsw.efSearch = ef_search
+    return index
+
+
 class VectorIndex:
     """A FAISS index of unit vectors searched by inner product."""
 
@@ -37,9 +54,7 @@ class VectorIndex:
         if kind == "flat":
             self.index = faiss.IndexFlatIP(dim)
         else:
-            self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efConstruction = ef_construction
-            self.index.hnsw.efSearch = ef_search
+            self.index = build_hnsw_index(np.zeros((0, dim), dtype=np.float32), hnsw_m, ef_construction, ef_search)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)

@@ -41,6 +41,16 @@ def test_nf4_footprint_is_a_third_of_fp32(smollm):
     assert any("4bit" in type(m).__name__ for m in q.modules())
 
 
+def test_nf4_config_is_qloras_4bit_load():
+    pytest.importorskip("bitsandbytes")
+    config = models.nf4_config()
+    assert config.load_in_4bit and not config.load_in_8bit
+    assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float32
+    assert models.nf4_config(torch.bfloat16).bnb_4bit_compute_dtype == torch.bfloat16
+    assert models.bnb_config("nf4", torch.bfloat16).to_dict() == models.nf4_config(torch.bfloat16).to_dict()
+
+
 def test_bad_names_and_options():
     with pytest.raises(ValueError, match="unknown model 'no-such-model'"):
         models.load_causal_lm("no-such-model")
