@@ -331,6 +331,9 @@ def _autograde_failure(log: str, code: int) -> str:
     if code == -9:
         return "grading stopped: the notebook ran past the time limit for a whole submission"
     lowered = log.lower()
+    if any(k in lowered for k in ("celltimeouterror", "timeout waiting for", "cell execution timed out")):
+        return ("a cell ran past the time limit and the kernel did not stop when interrupted, so grading stopped "
+                "there (the rest of the notebook earns nothing)")
     if "kernel died" in lowered or "deadkernel" in lowered:
         return "the notebook's kernel died while running (e.g. os._exit, a crash or a killed process), so it could not be graded"
     return "nbgrader could not autograde this submission (see the instructor log)"
