@@ -221,7 +221,8 @@ def probe_disk(paths: dict[str, Path]) -> str:
             here = parent
         for pattern in ("/tmp/**/*.ipynb", "/tmp/**/gradebook.db", "/work/**/gradebook.db", "/root/**/*.ipynb"):
             for p in glob.glob(pattern, recursive=True)[:200]:
-                look(p)
+                if "-packages" + os.sep not in p:  # installed packages are readable by design (nbgrader
+                    look(p)                        # ships a gradebook.db among its own test files)
         for p in list(found):
             if p.endswith((".ipynb", ".db", ".html", ".csv", ".py")):
                 look(p)
