@@ -1,15 +1,20 @@
-"""Auto-checked exercises at the end of a chapter.
+"""Auto-checked exercises at the end of a chapter, and worked answers that quote the run.
 
 The student fills a cell (a function, or a number), then a check cell calls
 :func:`check_function` or :func:`check_value`. A check prints ✓ or ✗ with a hint and returns
 True/False; it never raises, so a notebook with unattempted exercises still runs end to end
 (CI executes every notebook with the exercise cells as shipped: "not attempted yet").
+
+Open questions get a worked answer. When the answer rests on numbers the chapter measured,
+:func:`show_answer` fills them in from the metrics this run recorded (``{{metric}}`` or
+``{{metric:.2f}}``), so no measured number is typed into the notebook.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 NOT_ATTEMPTED = "not attempted yet: replace `raise NotImplementedError` with your code and run the cell again"
@@ -100,3 +105,47 @@ def check_value(answer: Any, *, expected: Any, rtol: float = 0.01, atol: float =
         return True
     print(f"✗ {name}: {answer!r:.80} is not right" + (f"\n  hint: {hint}" if hint else ""))
     return False
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}:]+?)\s*(?::([^{}]+))?\}\}")
+
+
+def fill_metrics(template: str, metrics: Mapping[str, Any] | None = None) -> str:
+    """``template`` with each ``{{name}}`` / ``{{name:format}}`` replaced by the recorded metric
+    ``name`` (:func:`course_utils.runtime.recorded_metrics` unless ``metrics`` is given).
+
+    Raises:
+        KeyError: a placeholder names a metric the run did not record (the answer would quote a
+            number nobody measured).
+    """
+    from course_utils.runtime import recorded_metrics
+
+    values = recorded_metrics() if metrics is None else metrics
+
+    def fill(match: re.Match) -> str:
+        name, spec = match.group(1), match.group(2)
+        if name not in values:
+            raise KeyError(f"the answer quotes the metric {name!r}, which this run did not record; "
+                           f"recorded: {sorted(values)}")
+        value = values[name]
+        if spec:
+            return format(value, spec)
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def show_answer(template: str, *, title: str = "Answer (with this run's numbers)",
+                metrics: Mapping[str, Any] | None = None) -> None:
+    """Display a worked answer (Markdown) folded in a ``<details>`` block, its ``{{metric}}``
+    placeholders filled from this run's metrics (:func:`fill_metrics`)."""
+    text = fill_metrics(template, metrics)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # plain Python
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(f"<details><summary>{title}</summary>\n\n{text}\n\n</details>"))
+    else:
+        print(f"{title}:\n{text}")

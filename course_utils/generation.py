@@ -28,12 +28,13 @@ with the same shape, dtype and device.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from course_utils import checks
 
 __all__ = [
     "GenerationResult",
@@ -46,31 +47,9 @@ __all__ = [
 ]
 
 
-def _check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (vocab,) or (batch, vocab), "
-                        f"got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {logits.dtype}")
-    if logits.ndim not in (1, 2) or logits.shape[-1] == 0:
-        raise ValueError(f"{name} must have shape (vocab,) or (batch, vocab) with vocab >= 1, "
-                         f"got shape {tuple(logits.shape)}")
-    return logits
-
-
-def _check_real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _check_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    return int(value)
+def _check_logits(logits: Any) -> None:
+    checks.tensor("logits", logits, ndim=(1, 2), floating=True, shape="(vocab,) or (batch, vocab)")
+    checks.non_empty("logits", logits)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -86,11 +65,11 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
         TypeError: ``temperature`` is not a real number, or ``logits`` not a float tensor.
     """
     _check_logits(logits)
-    t = _check_real(temperature, "temperature")
-    if t <= 0:
+    checks.real("temperature", temperature)
+    if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}; for greedy decoding pass "
                          "do_sample=False rather than temperature=0")
-    return logits / t
+    return logits / float(temperature)
 
 
 def top_k_filter(logits: torch.Tensor, top_k: int, filter_value: float = -math.inf) -> torch.Tensor:
@@ -105,10 +84,8 @@ def top_k_filter(logits: torch.Tensor, top_k: int, filter_value: float = -math.i
         TypeError: ``top_k`` is not an integer.
     """
     _check_logits(logits)
-    k = _check_int(top_k, "top_k")
-    if k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    k = min(k, logits.shape[-1])
+    checks.integer("top_k", top_k, low=1)
+    k = min(int(top_k), logits.shape[-1])
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth_largest, filter_value)
 
@@ -130,12 +107,9 @@ def top_p_filter(logits: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1
         TypeError: ``top_p`` not a real number, ``min_tokens_to_keep`` not an integer.
     """
     _check_logits(logits)
-    p = _check_real(top_p, "top_p")
-    if not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    keep = _check_int(min_tokens_to_keep, "min_tokens_to_keep")
-    if keep < 1:
-        raise ValueError(f"min_tokens_to_keep must be >= 1, got {min_tokens_to_keep}")
+    checks.real("top_p", top_p, low=0.0, high=1.0, low_open=True)
+    checks.integer("min_tokens_to_keep", min_tokens_to_keep, low=1)
+    p, keep = float(top_p), int(min_tokens_to_keep)
     if p == 1.0:
         return logits.clone()
     rows = logits if logits.ndim == 2 else logits.unsqueeze(0)
@@ -166,13 +140,9 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
         TypeError: wrong types.
     """
     _check_logits(logits)
-    theta = _check_real(penalty, "penalty")
-    if theta <= 0:
-        raise ValueError(f"penalty must be > 0, got {penalty}")
-    if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex() \
-            or input_ids.dtype == torch.bool:
-        raise TypeError(f"input_ids must be an integer torch.Tensor, got {type(input_ids).__name__}"
-                        + (f" of dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor) else ""))
+    checks.real("penalty", penalty, low=0.0, low_open=True)
+    checks.tensor("input_ids", input_ids, integer=True)
+    theta = float(penalty)
     if input_ids.ndim != logits.ndim or (logits.ndim == 2 and input_ids.shape[0] != logits.shape[0]):
         raise ValueError(f"input_ids must be (seq,) for logits (vocab,) or (batch, seq) for logits "
                          f"(batch, vocab); got input_ids {tuple(input_ids.shape)} and logits {tuple(logits.shape)}")
@@ -206,10 +176,8 @@ def sample_next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: 
         The token id: a 0-d ``long`` tensor for ``(vocab,)`` logits, ``(batch,)`` for 2-D.
     """
     _check_logits(logits)
-    if not isinstance(do_sample, bool):
-        raise TypeError(f"do_sample must be True or False, got {do_sample!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    checks.instance("do_sample", do_sample, bool)
+    checks.instance("generator", generator, (torch.Generator, type(None)))
     scores = apply_temperature(logits, temperature)
     if top_k is not None:
         scores = top_k_filter(scores, top_k)
@@ -242,6 +210,14 @@ class GenerationResult:
     finish_reason: str
 
 
+def _cache_keyword() -> str:
+    """The name under which a transformers model takes and returns its KV cache: ``cache`` in
+    current releases (``past_key_values`` is deprecated there), ``past_key_values`` before."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+
+
 def _eos_ids(model, tokenizer) -> set[int]:
     ids: set[int] = set()
     for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
@@ -253,9 +229,8 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 def _render_prompt(tokenizer, prompt: str | list[dict[str, str]], use_chat_template: bool | None) -> tuple[str, bool]:
+    checks.instance("prompt", prompt, (str, list))
     is_messages = isinstance(prompt, list)
-    if not is_messages and not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
     if is_messages and not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in prompt):
         raise TypeError("prompt as a list must hold chat messages: dicts with 'role' and 'content'")
     has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -281,7 +256,7 @@ def generate(model, tokenizer, prompt: str | list[dict[str, str]], *, max_new_to
              ) -> GenerationResult:
     """Generate a continuation token by token, reusing the KV cache.
 
-    The loop: one forward pass over the prompt fills the cache (``past_key_values``) and gives
+    The loop: one forward pass over the prompt fills the cache (``cache``) and gives
     the logits of the next token; then, per step, the logits (in float32) go through the
     repetition penalty (on prompt + generated ids), temperature, top-k and top-p, a token is
     drawn (or the argmax taken when ``do_sample=False``), and only that one new token is fed
@@ -304,20 +279,17 @@ def generate(model, tokenizer, prompt: str | list[dict[str, str]], *, max_new_to
     Returns:
         A :class:`GenerationResult` (``.text``, ``.token_ids``, ``.finish_reason``, ...).
     """
-    max_new = _check_int(max_new_tokens, "max_new_tokens")
-    if max_new < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    checks.integer("max_new_tokens", max_new_tokens, low=1)
     if seed is not None:
-        _check_int(seed, "seed")
-    if _check_real(repetition_penalty, "repetition_penalty") <= 0:
-        raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
-    if not isinstance(do_sample, bool):
-        raise TypeError(f"do_sample must be True or False, got {do_sample!r}")
+        checks.integer("seed", seed)
+    checks.real("repetition_penalty", repetition_penalty, low=0.0, low_open=True)
+    checks.instance("do_sample", do_sample, bool)
     # validate the sampling arguments before the (slow) prefill; greedy here, so no RNG is consumed
     sample_next_token(torch.zeros(2), temperature=temperature, top_k=top_k, top_p=top_p, do_sample=False)
     processors = list(logits_processor or [])
     if not all(callable(p) for p in processors):
         raise TypeError("logits_processor must be a sequence of callables f(input_ids, scores) -> scores")
+    cache_name = _cache_keyword()
     prompt_text, templated = _render_prompt(tokenizer, prompt, use_chat_template)
     device = model.device
     # A chat template already contains the special tokens the model expects.
@@ -331,7 +303,7 @@ def generate(model, tokenizer, prompt: str | list[dict[str, str]], *, max_new_to
     new_ids: list[int] = []
     finish_reason = "length"
     outputs = model(input_ids=input_ids, use_cache=True)  # prefill: fills the KV cache
-    for step in range(max_new):
+    for step in range(max_new_tokens):
         logits = outputs.logits[:, -1, :].to(torch.float32)
         if repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, all_ids, repetition_penalty)
@@ -345,8 +317,8 @@ def generate(model, tokenizer, prompt: str | list[dict[str, str]], *, max_new_to
         if token in eos:
             finish_reason = "eos"
             break
-        if step + 1 < max_new:  # decode: feed only the new token, reuse cached keys/values
-            outputs = model(input_ids=next_token[:, None], past_key_values=outputs.past_key_values, use_cache=True)
+        if step + 1 < max_new_tokens:  # decode: feed only the new token, reuse cached keys/values
+            outputs = model(input_ids=next_token[:, None], use_cache=True, **{cache_name: outputs[cache_name]})
     text = tokenizer.decode(new_ids, skip_special_tokens=True)
     return GenerationResult(text=text, token_ids=new_ids, prompt_ids=input_ids[0].tolist(),
                             prompt_text=prompt_text, finish_reason=finish_reason)

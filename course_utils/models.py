@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from course_utils import checks
 from course_utils.runtime import cache_dir, resolve_device
 
 OFFLINE_CAUSAL_LMS: dict[str, dict[str, str]] = {
@@ -115,8 +116,7 @@ def offline_model_dir(name: str = "smollm2-135m-instruct", *, progress: bool = T
     The conversion dequantises the GGUF weights to fp32 with transformers' GGUF loader and
     saves model and tokenizer with ``save_pretrained`` (see :func:`cached_folder`).
     """
-    if name not in OFFLINE_CAUSAL_LMS:
-        raise ValueError(f"{name!r} is not an offline model; offline models: {sorted(OFFLINE_CAUSAL_LMS)}")
+    checks.one_of("name (an offline model)", name, sorted(OFFLINE_CAUSAL_LMS))
     info = OFFLINE_CAUSAL_LMS[name]
 
     def convert(tmp: Path) -> None:
@@ -141,8 +141,7 @@ def offline_model_dir(name: str = "smollm2-135m-instruct", *, progress: bool = T
 
 
 def _causal_lm_source(name: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a model name, local path or hub id, got {name!r}")
+    checks.string("name (a model name, local path or hub id)", name, non_empty=True)
     if name in OFFLINE_CAUSAL_LMS:
         return str(offline_model_dir(name))
     if os.path.exists(name):
@@ -155,21 +154,27 @@ def _causal_lm_source(name: str) -> str:
     )
 
 
-def bnb_config(quantization: str, compute_dtype=None):
-    """A ``BitsAndBytesConfig`` for ``"nf4"`` (4-bit NormalFloat, double quantisation, as
-    QLoRA) or ``"int8"`` (LLM.int8())."""
+def nf4_config(compute_dtype=None):
+    """QLoRA's 4-bit load: a ``BitsAndBytesConfig`` storing every linear weight in 4-bit NormalFloat
+    (NF4) with double quantisation (the absmax constants quantised again), computing in
+    ``compute_dtype`` (None: float32; bfloat16 on a GPU)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ImportError("quantization needs bitsandbytes; run `pip install bitsandbytes`")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype or torch.float32)
+
+
+def bnb_config(quantization: str, compute_dtype=None):
+    """A ``BitsAndBytesConfig`` for ``"nf4"`` (:func:`nf4_config`, as QLoRA) or ``"int8"`` (LLM.int8())."""
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError("quantization needs bitsandbytes; run `pip install bitsandbytes`")
     if quantization == "nf4":
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype or torch.float32,
-        )
+        return nf4_config(compute_dtype)
     if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"quantization={quantization!r}: expected None, 'nf4' or 'int8'")
@@ -191,8 +196,7 @@ def load_causal_lm(name: str = "smollm2-135m-instruct", device: str = "auto", dt
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization={quantization!r}: expected None, 'nf4' or 'int8'")
+    checks.one_of("quantization", quantization, (None, *QUANTIZATIONS))
     device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
     source = _causal_lm_source(name)
@@ -224,8 +228,7 @@ def load_embedder(name: str = "all-minilm-l6-v2", device: str = "auto"):
             raise ImportError(f"the offline embedder {name!r} needs its package; run `{info['pip']}`")
         module = importlib.import_module(info["package"])
         return SentenceTransformer(str(module.get_model_path()), device=device)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be an embedder name, local path or hub id, got {name!r}")
+    checks.string("name (an embedder name, local path or hub id)", name, non_empty=True)
     if not os.path.exists(name) and name.count("/") != 1:
         raise ValueError(
             f"unknown embedder {name!r}: pass one of {sorted(OFFLINE_EMBEDDERS)}, a local folder, "
@@ -241,8 +244,6 @@ def footprint_bytes(model) -> int:
 
 def estimate_memory_bytes(num_params: float, precision: str) -> float:
     """Rule-of-thumb weight memory: ``num_params × bytes_per_param[precision]``."""
-    if precision not in BYTES_PER_PARAM:
-        raise ValueError(f"precision={precision!r}: expected one of {sorted(BYTES_PER_PARAM)}")
-    if num_params < 0:
-        raise ValueError(f"num_params must be >= 0, got {num_params}")
+    checks.one_of("precision", precision, sorted(BYTES_PER_PARAM))
+    checks.number("num_params", num_params, low=0)
     return num_params * BYTES_PER_PARAM[precision]

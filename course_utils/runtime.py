@@ -25,11 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from course_utils import checks
+
 # Every environment variable the course reads, in one place.
 SMOKE_ENV = "LLM_COURSE_SMOKE"  # 1/0: tiny sizes (CI, the autograder) or full runs
 METRICS_ENV = "LLM_COURSE_METRICS_FILE"  # set by the runner: where record_metric appends
 CACHE_ENV = "LLM_COURSE_CACHE"  # converted models and embedding caches
 ROOT_ENV = "LLM_COURSE_ROOT"  # the course folder (with notebooks/ and solutions/)
+GRADING_ENV = "LLM_COURSE_GRADING"  # set in a student's kernel while `llm-course grade` grades it
 VLLM_VENV_ENV = "LLM_COURSE_VLLM_VENV"  # the separate venv holding vLLM (install.sh --with-vllm)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -60,8 +63,7 @@ def resolve_device(device: str = "auto") -> str:
     """
     import torch
 
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+    checks.instance("device (such as 'auto', 'cpu' or 'cuda')", device, str)
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -96,9 +98,8 @@ def set_seed(seed: int = 0) -> None:
 def torch_threads(num_threads: int | None) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(num_threads)`` and restore the previous
     count afterwards, even on error. ``None`` leaves the count as it is."""
-    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
-                                    or num_threads < 1):
-        raise ValueError(f"num_threads must be None or a positive int, got {num_threads!r}")
+    if num_threads is not None:
+        checks.positive_int(num_threads=num_threads)
     import torch
 
     saved = torch.get_num_threads()
@@ -117,9 +118,8 @@ def set_notebook_threads(requested: int | None, smoke: bool, device: str) -> int
     2 threads, 65 s with 1); otherwise torch's default."""
     import torch
 
-    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
-        raise ValueError(f"TORCH_THREADS must be None or a positive int, got {requested!r}")
     if requested is not None:
+        checks.positive_int(TORCH_THREADS=requested)
         torch.set_num_threads(requested)
     elif smoke and device == "cpu":
         torch.set_num_threads(1)
@@ -145,8 +145,7 @@ def record_metric(name: str, value: Any, *, quiet: bool = False) -> Any:
     The value is printed (unless ``quiet``), kept in :func:`recorded_metrics`, and when the
     course runner set ``LLM_COURSE_METRICS_FILE`` appended to that file as a JSON line.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError("metric name must be a non-empty string")
+    checks.string("name (the metric's name)", name, non_empty=True)
     clean = _jsonable(value)
     _metrics[name] = clean
     path = os.environ.get(METRICS_ENV)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from course_utils import checks
 from course_utils.runtime import cache_dir
 
 #: Standard-library modules whose docstrings join the corpus. Pure-Python modules without import
@@ -112,8 +113,7 @@ def stdlib_docstrings(modules: tuple[str, ...] | list[str] = STDLIB_MODULES, *, 
     ``min_chars`` and exact duplicates (inherited text) are skipped. Modules that fail to import
     on this platform are skipped.
     """
-    if isinstance(modules, str):
-        raise TypeError("modules must be a list or tuple of module names, not a single string")
+    checks.instance("modules", modules, (list, tuple))
     seen: set[str] = set()
     docs: list[Document] = []
     for mod_name in modules:
@@ -147,8 +147,7 @@ def is_validation(name: str, val_fraction: float) -> bool:
 
 def split_documents(docs: list[Document], val_fraction: float = 0.1) -> tuple[list[Document], list[Document]]:
     """Deterministic ``(train, val)`` split by a hash of each document's name (see :func:`is_validation`)."""
-    if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    checks.number("val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True)
     train = [d for d in docs if not is_validation(d.name, val_fraction)]
     val = [d for d in docs if is_validation(d.name, val_fraction)]
     if not train or not val:
@@ -167,8 +166,7 @@ def _smollm2_tokenizer():
 def encode_documents(docs: list[Document], tokenizer: str = "bytes") -> torch.Tensor:
     """Token ids of ``docs`` joined into one stream, each document followed by a separator
     (byte 0 for ``"bytes"``, the EOS token for ``"smollm2"``)."""
-    if tokenizer not in TOKENIZERS:
-        raise ValueError(f"tokenizer={tokenizer!r}: expected one of {TOKENIZERS}")
+    checks.one_of("tokenizer", tokenizer, TOKENIZERS)
     if tokenizer == "bytes":
         sep = bytes([BYTE_SEPARATOR])
         data = b"".join(d.text.encode("utf-8") + sep for d in docs)
@@ -192,10 +190,8 @@ def load_corpus(tokenizer: str = "bytes", *, val_fraction: float = 0.1, cache: b
     Python version (docstrings differ between versions), the tokenizer, the split and the module
     list; it is written to a temporary name and renamed, so concurrent first uses are safe.
     """
-    if tokenizer not in TOKENIZERS:
-        raise ValueError(f"tokenizer={tokenizer!r}: expected one of {TOKENIZERS}")
-    if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    checks.one_of("tokenizer", tokenizer, TOKENIZERS)
+    checks.number("val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True)
     key = hashlib.sha256(repr((_CACHE_VERSION, tokenizer, val_fraction, STDLIB_MODULES, sys.version)).encode())
     path = cache_dir() / "text_corpus" / f"{tokenizer}-py{sys.version_info[0]}{sys.version_info[1]}-{key.hexdigest()[:12]}.pt"
     if cache and path.exists():
@@ -215,11 +211,8 @@ def load_corpus(tokenizer: str = "bytes", *, val_fraction: float = 0.1, cache: b
 
 
 def _check_blocks(ids: torch.Tensor, batch_size: int, seq_len: int) -> None:
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.dtype != torch.long:
-        raise TypeError("ids must be a 1-D torch.long tensor of token ids")
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    checks.tensor("ids", ids, ndim=1, integer=True, shape="(tokens,)")
+    checks.positive_int(batch_size=batch_size, seq_len=seq_len)
     if ids.numel() < seq_len + 1:
         raise ValueError(f"seq_len={seq_len} needs at least {seq_len + 1} tokens, the stream has {ids.numel()}")
 

@@ -3,7 +3,7 @@
     python scripts/bench_moe.py                      # 16, 256, 4096 tokens; 8 experts, top-2, 512/1024
     python scripts/bench_moe.py --tokens 16 256 --repeats 3 --threads 1
 
-Compared on the same weights and inputs (see course_utils.arch.moe.benchmark_moe): the
+Compared on the same weights and inputs (see course_utils.bench.moe.benchmark_moe): the
 syllabus's masked loop (naive), transformers' MixtralSparseMoeBlock (eager experts), a dense
 baseline running every expert on every token, MoELayer (sort by expert, one matmul per expert)
 and MoELayer with one grouped GEMM (torch grouped_mm; bfloat16 on CUDA).
@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from course_utils.arch.moe import benchmark_moe, format_benchmark
+from course_utils.bench.moe import benchmark_moe, format_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:

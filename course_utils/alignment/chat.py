@@ -22,14 +22,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from course_utils import checks
+
 IGNORE_INDEX = -100
 TEMPLATES = ("chat", "llama2")
 
 
 def format_llama2(user: str, response: str | None = None, system: str | None = None) -> str:
     """The Llama-2 chat string. Without ``response`` it ends after ``[/INST]`` (a prompt)."""
-    if not isinstance(user, str):
-        raise TypeError(f"user must be a string, got {type(user).__name__}")
+    checks.string("user", user)
     sys_block = f"<<SYS>>\n{system}\n<</SYS>>\n\n" if system else ""
     text = f"<s>[INST] {sys_block}{user} [/INST]"
     if response is not None:
@@ -41,8 +42,7 @@ def split_prompt_response(tokenizer, user: str, response: str, system: str | Non
                           template: str = "chat") -> tuple[str, str]:
     """The formatted conversation as (prompt text, response text); their concatenation is the
     whole training string, and the prompt ends where the model starts answering."""
-    if template not in TEMPLATES:
-        raise ValueError(f"template={template!r}: expected one of {TEMPLATES}")
+    checks.one_of("template", template, TEMPLATES)
     if template == "llama2":
         prompt = format_llama2(user, system=system)
         full = format_llama2(user, response, system=system)
@@ -80,10 +80,8 @@ def pad_batch(examples: list[dict[str, list[int]]], pad_token_id: int, padding_s
     """Pad tokenized examples into tensors (labels padded with -100, attention_mask with 0)."""
     import torch
 
-    if not examples:
-        raise ValueError("examples is empty")
-    if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side={padding_side!r}: expected 'right' or 'left'")
+    checks.non_empty("examples", examples)
+    checks.one_of("padding_side", padding_side, ("right", "left"))
     width = max(len(e["input_ids"]) for e in examples)
     out: dict[str, list] = {k: [] for k in examples[0]}
     fills = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}

@@ -15,6 +15,8 @@ import json
 import re
 from pathlib import Path
 
+from course_utils import checks
+
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "alignment"
 SYSTEM_PROMPT = "You are a precise assistant. Answer with the bare number and nothing else."
 SPLITS = ("train", "heldout")
@@ -27,22 +29,17 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r}: expected one of {SPLITS}")
-
-
 def load_sft(split: str = "train", chat: bool = False) -> list[dict]:
     """Instruction pairs: Alpaca rows (``instruction``, ``input``, ``output``, ``task``, ``answer``),
     or with ``chat=True`` rows with ``messages`` (system, user, assistant)."""
-    _check_split(split)
+    checks.one_of("split", split, SPLITS)
     return _read_jsonl(DATA_DIR / f"sft_{split}{'_chat' if chat else ''}.jsonl")
 
 
 def load_preferences(split: str = "train", chat: bool = False) -> list[dict]:
     """Preference pairs: ``prompt``, ``chosen``, ``rejected`` strings (plus ``answer``), or with
     ``chat=True`` TRL's conversational form (lists of messages)."""
-    _check_split(split)
+    checks.one_of("split", split, SPLITS)
     return _read_jsonl(DATA_DIR / f"pref_{split}{'_chat' if chat else ''}.jsonl")
 
 
@@ -56,16 +53,14 @@ def prompt_text(row: dict) -> str:
 
 def extract_integer(text: str) -> int | None:
     """The first integer in ``text`` (``"1,000"`` counts as 1000), or None."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    checks.string("text", text)
     match = _INT.search(text)
     return int(match.group().replace(",", "")) if match else None
 
 
 def judge(response: str, answer: int) -> dict[str, bool]:
     """Grade one response against the integer ``answer``: ``correct``, ``formatted``, ``strict``."""
-    if not isinstance(answer, int):
-        raise TypeError(f"answer must be an int, got {type(answer).__name__}")
+    checks.integer("answer", answer)
     value = extract_integer(response)
     formatted = re.fullmatch(r"-?\d+", response.strip()) is not None
     correct = value == answer
@@ -74,10 +69,8 @@ def judge(response: str, answer: int) -> dict[str, bool]:
 
 def score_responses(responses: list[str], answers: list[int]) -> dict[str, float]:
     """Mean of each judge field over a list of responses."""
-    if len(responses) != len(answers):
-        raise ValueError(f"responses ({len(responses)}) and answers ({len(answers)}) must have the same length")
-    if not responses:
-        raise ValueError("responses is empty")
+    checks.same_length(responses=responses, answers=answers)
+    checks.non_empty("responses", responses)
     grades = [judge(r, a) for r, a in zip(responses, answers)]
     return {k: sum(g[k] for g in grades) / len(grades) for k in ("correct", "formatted", "strict")}
 
@@ -86,10 +79,8 @@ def win_rate(responses_a: list[str], responses_b: list[str], answers: list[int])
     """Rule-judged head-to-head of A against B: a response beats the other when its
     ``(strict, correct, formatted)`` grade is higher; ties count half.
     Returns ``win_rate`` (= (wins + ties / 2) / n), ``wins``, ``ties``, ``losses``."""
-    if not (len(responses_a) == len(responses_b) == len(answers)):
-        raise ValueError("responses_a, responses_b and answers must have the same length")
-    if not answers:
-        raise ValueError("answers is empty")
+    checks.same_length(responses_a=responses_a, responses_b=responses_b, answers=answers)
+    checks.non_empty("answers", answers)
     wins = ties = losses = 0
     for ra, rb, ans in zip(responses_a, responses_b, answers):
         ga, gb = judge(ra, ans), judge(rb, ans)

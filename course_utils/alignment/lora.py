@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from course_utils import checks
+
 
 class LoRALinear(nn.Module):
     """``base(x) + (alpha / r) * B(A(dropout(x)))`` with ``base`` frozen.
@@ -31,14 +33,10 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0):
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"base must be a torch.nn.Linear, got {type(base).__name__}")
-        if not isinstance(r, int) or r <= 0:
-            raise ValueError(f"r must be a positive int, got {r!r}")
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {alpha!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        checks.instance("base", base, nn.Linear)
+        checks.positive_int(r=r)
+        checks.positive_number(alpha=alpha)
+        checks.probability("dropout", dropout, allow_one=False)
         self.base = base
         for p in self.base.parameters():
             p.requires_grad_(False)
@@ -93,8 +91,7 @@ def apply_lora(model: nn.Module, target_modules: tuple[str, ...] = ("q_proj", "v
                alpha: float = 16.0, dropout: float = 0.0) -> nn.Module:
     """Freeze ``model`` and wrap every ``nn.Linear`` whose name ends with one of
     ``target_modules`` in a :class:`LoRALinear` (in place). Returns the model."""
-    if not target_modules:
-        raise ValueError("target_modules must name at least one module, e.g. ('q_proj', 'v_proj')")
+    checks.non_empty("target_modules", target_modules)
     for p in model.parameters():
         p.requires_grad_(False)
     targets = [(name, mod) for name, mod in model.named_modules()
@@ -134,6 +131,5 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 def lora_parameter_count(in_features: int, out_features: int, r: int) -> int:
     """Trainable numbers of one LoRA adapter: ``r · (in + out)`` (vs ``in · out`` for full)."""
-    if min(in_features, out_features, r) <= 0:
-        raise ValueError("in_features, out_features and r must be positive")
+    checks.positive_int(in_features=in_features, out_features=out_features, r=r)
     return r * (in_features + out_features)

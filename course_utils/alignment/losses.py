@@ -31,16 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def check_same_shape(**tensors: torch.Tensor) -> None:
-    """Raise ``TypeError`` naming any argument that is not a tensor, and ``ValueError`` listing
-    every argument's shape when they differ."""
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"{', '.join(shapes)} must all have the same shape, got {shapes}")
+from course_utils import checks
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -62,15 +53,8 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, loss_mask: tor
         ValueError: shapes do not match, a row has no response token after the shift, or a
             response position holds an id outside ``[0, vocab)``.
     """
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
-        raise ValueError(f"logits must be a (batch, seq, vocab) tensor, got shape "
-                         f"{tuple(getattr(logits, 'shape', ()))}")
-    if not isinstance(labels, torch.Tensor) or labels.shape != logits.shape[:2]:
-        raise ValueError(f"labels must have shape (batch, seq) = {tuple(logits.shape[:2])}, got "
-                         f"{tuple(getattr(labels, 'shape', ()))}")
-    if not isinstance(loss_mask, torch.Tensor) or loss_mask.shape != labels.shape:
-        raise ValueError(f"loss_mask must have the shape of labels {tuple(labels.shape)}, got "
-                         f"{tuple(getattr(loss_mask, 'shape', ()))}")
+    checks.tensor("logits", logits, ndim=3, shape="(batch, seq, vocab)")
+    checks.same_shape(**{"labels": labels, "loss_mask": loss_mask, "logits[..., 0]": logits[..., 0]})
     if labels.shape[1] < 2:
         raise ValueError("sequences need at least 2 positions (one to predict from, one to score)")
     target = labels[:, 1:]
@@ -105,14 +89,11 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
             ``loss_type``, label smoothing with a loss other than ``"sigmoid"``, or inputs
             of different shapes.
     """
-    check_same_shape(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                     reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
-    if not isinstance(beta, (int, float)) or beta <= 0:
-        raise ValueError(f"beta must be a number > 0, got {beta!r}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
-    if loss_type not in DPO_LOSS_TYPES:
-        raise ValueError(f"loss_type={loss_type!r}: expected one of {DPO_LOSS_TYPES}")
+    checks.same_shape(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
+                      reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
+    checks.positive_number(beta=beta)
+    checks.number("label_smoothing", label_smoothing, low=0.0, high=0.5, high_open=True)
+    checks.one_of("loss_type", loss_type, DPO_LOSS_TYPES)
     if label_smoothing and loss_type != "sigmoid":
         raise ValueError(f"label_smoothing applies to loss_type='sigmoid' only, got loss_type={loss_type!r}")
     chosen_logratios = policy_chosen_logps - reference_chosen_logps
@@ -137,9 +118,8 @@ def chosen_nll(policy_chosen_logps: torch.Tensor, chosen_token_counts: torch.Ten
 
     This is TRL's ``"sft"`` loss term, the ``α · NLL`` of RPO (see the module doc).
     """
-    check_same_shape(policy_chosen_logps=policy_chosen_logps, chosen_token_counts=chosen_token_counts)
-    if policy_chosen_logps.numel() == 0:
-        raise ValueError("policy_chosen_logps is empty")
+    checks.same_shape(policy_chosen_logps=policy_chosen_logps, chosen_token_counts=chosen_token_counts)
+    checks.non_empty("policy_chosen_logps", policy_chosen_logps)
     if (chosen_token_counts < 1).any():
         raise ValueError("chosen_token_counts must all be >= 1 (each response has at least one token)")
     return -policy_chosen_logps.sum() / chosen_token_counts.sum()
@@ -147,18 +127,12 @@ def chosen_nll(policy_chosen_logps: torch.Tensor, chosen_token_counts: torch.Ten
 
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
     """Mean ``−log σ(r_chosen − r_rejected)`` over the pairs (the reward-model loss)."""
-    if not isinstance(chosen_rewards, torch.Tensor) or not isinstance(rejected_rewards, torch.Tensor):
-        raise TypeError("chosen_rewards and rejected_rewards must be torch tensors")
-    if chosen_rewards.shape != rejected_rewards.shape:
-        raise ValueError(f"chosen_rewards {tuple(chosen_rewards.shape)} and rejected_rewards "
-                         f"{tuple(rejected_rewards.shape)} must have the same shape")
-    if chosen_rewards.numel() == 0:
-        raise ValueError("chosen_rewards is empty")
+    checks.same_shape(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
+    checks.non_empty("chosen_rewards", chosen_rewards)
     return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
 
 
 def preference_accuracy(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> float:
     """Fraction of pairs where the chosen score is strictly higher."""
-    if chosen_scores.shape != rejected_scores.shape:
-        raise ValueError("chosen_scores and rejected_scores must have the same shape")
+    checks.same_shape(chosen_scores=chosen_scores, rejected_scores=rejected_scores)
     return (chosen_scores > rejected_scores).float().mean().item()

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import torch
 
-from course_utils.alignment.losses import check_same_shape
+from course_utils import checks
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of ``values`` where ``mask`` is nonzero (all of them when ``mask`` is None)."""
     if mask is None:
         return values.mean()
-    check_same_shape(values=values, mask=mask)
+    checks.same_shape(values=values, mask=mask)
     mask = mask.to(values.dtype)
     count = mask.sum()
     if count == 0:
@@ -41,13 +41,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token KL estimate between the policy and the reference from sampled-token log-probs."""
-    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    checks.same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    checks.one_of("kind", kind, ("k1", "k3"))
     if kind == "k1":
         return logprobs - ref_logprobs
-    if kind == "k3":
-        log_ratio = ref_logprobs - logprobs
-        return torch.exp(log_ratio) - 1 - log_ratio
-    raise ValueError(f"kind={kind!r}: expected 'k1' or 'k3'")
+    log_ratio = ref_logprobs - logprobs
+    return torch.exp(log_ratio) - 1 - log_ratio
 
 
 def shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
@@ -55,11 +54,10 @@ def shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: t
     """Per-token RLHF rewards ``−kl_coef · (log π − log π_ref)``, plus each sequence's score on its
     last response token. ``scores``: ``(batch,)``; the others ``(batch, T)``; ``mask`` marks the
     response tokens (each row needs at least one)."""
-    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
-    if scores.shape != logprobs.shape[:1]:
-        raise ValueError(f"scores must have shape (batch,) = {tuple(logprobs.shape[:1])}, got {tuple(scores.shape)}")
-    if kl_coef < 0:
-        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+    checks.same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
+    checks.tensor("logprobs", logprobs, ndim=2, shape="(batch, T)")
+    checks.same_shape(**{"scores": scores, "logprobs[:, 0]": logprobs[:, 0]})
+    checks.number("kl_coef", kl_coef, low=0)
     mask = mask.to(logprobs.dtype)
     lengths = mask.sum(dim=1).long()
     if (lengths == 0).any():
@@ -75,10 +73,8 @@ def adaptive_kl_coef(kl_coef: float, observed_kl: float, target: float, rate: fl
     ``e = clip(observed_kl / target − 1, −0.2, 0.2)``. TRL's old ``AdaptiveKLController``
     uses ``rate = n_steps / horizon``; a short loop needs a larger ``rate`` (1 = up to ±20 %
     per update)."""
-    if kl_coef <= 0 or target <= 0:
-        raise ValueError(f"kl_coef and target must be > 0, got kl_coef={kl_coef}, target={target}")
-    if not 0 < rate <= 5:
-        raise ValueError(f"rate must be in (0, 5], got {rate}")
+    checks.positive_number(kl_coef=kl_coef, target=target)
+    checks.number("rate", rate, low=0, high=5, low_open=True)
     error = min(max(observed_kl / target - 1, -0.2), 0.2)
     return kl_coef * (1 + rate * error)
 
@@ -91,12 +87,12 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: fl
     the last step. With ``mask`` (1 = real step), masked steps are skipped: they neither
     receive advantage nor pass value/advantage through (right padding).
     """
-    check_same_shape(rewards=rewards, values=values)
-    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
-        raise ValueError(f"gamma and lam must be in [0, 1], got gamma={gamma}, lam={lam}")
+    checks.same_shape(rewards=rewards, values=values)
+    checks.probability("gamma", gamma)
+    checks.probability("lam", lam)
     if mask is None:
         mask = torch.ones_like(rewards)
-    check_same_shape(rewards=rewards, mask=mask)
+    checks.same_shape(rewards=rewards, mask=mask)
     mask = mask.to(rewards.dtype)
     steps = rewards.shape[-1]
     advantages = torch.zeros_like(rewards)
@@ -116,9 +112,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: fl
 def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                   clip_eps: float = 0.2, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate loss and the fraction of tokens where clipping was active."""
-    check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
-    if clip_eps <= 0:
-        raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
+    checks.same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
+    checks.positive_number(clip_eps=clip_eps)
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages
@@ -130,11 +125,10 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                clip_eps: float | None = 0.2, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``½ E[max((V − R)², (V_clip − R)²)]``; ``clip_eps=None`` gives plain ``½ E[(V − R)²]``."""
-    check_same_shape(values=values, old_values=old_values, returns=returns)
+    checks.same_shape(values=values, old_values=old_values, returns=returns)
     err = (values - returns) ** 2
     if clip_eps is not None:
-        if clip_eps <= 0:
-            raise ValueError(f"clip_eps must be > 0 or None, got {clip_eps}")
+        checks.positive_number(clip_eps=clip_eps)
         v_clip = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
         err = torch.max(err, (v_clip - returns) ** 2)
     return 0.5 * masked_mean(err, mask)

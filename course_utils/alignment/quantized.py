@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from course_utils import checks
 from course_utils.models import OFFLINE_CAUSAL_LMS, QUANTIZATIONS, cached_folder, load_causal_lm
 from course_utils.runtime import cache_dir, resolve_device
 
@@ -25,8 +26,7 @@ def load_quantized(name: str = "smollm2-135m-instruct", quantization: str = "nf4
     from a cached pre-quantized checkpoint when running the offline model on CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization={quantization!r}: expected one of {QUANTIZATIONS}")
+    checks.one_of("quantization", quantization, QUANTIZATIONS)
     device = resolve_device(device)
     if device != "cpu" or name not in OFFLINE_CAUSAL_LMS:
         return load_causal_lm(name, device=device, quantization=quantization)

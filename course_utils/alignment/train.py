@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from course_utils import checks
 from course_utils.alignment.chat import IGNORE_INDEX, pad_batch, split_prompt_response, tokenize_for_sft
 from course_utils.alignment.data import SYSTEM_PROMPT, prompt_text, score_responses
 from course_utils.alignment.losses import chosen_nll, dpo_loss, sequence_logprobs
@@ -45,8 +46,7 @@ def general_text_examples(tokenizer, n: int = 32, seq_len: int = 64, offset: int
     """
     from course_utils import text_corpus
 
-    if source not in GENERAL_SOURCES:
-        raise ValueError(f"source={source!r}: expected one of {GENERAL_SOURCES}")
+    checks.one_of("source", source, GENERAL_SOURCES)
     docs = text_corpus.pydoc_topics() if source == "topics" else text_corpus.stdlib_docstrings()
     text = "\n\n".join(d.text for d in docs)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -64,8 +64,8 @@ def general_text_examples(tokenizer, n: int = 32, seq_len: int = 64, offset: int
 def train_lm(model, examples: list[dict], steps: int, batch_size: int = 8, lr: float = 2e-4,
              pad_token_id: int = 0, seed: int = 0, desc: str = "train", weight_decay: float = 0.0) -> list[float]:
     """AdamW on the trainable parameters with the masked LM loss; returns the loss per step."""
-    if steps < 0 or batch_size <= 0:
-        raise ValueError("steps must be >= 0 and batch_size > 0")
+    checks.non_negative_int(steps=steps)
+    checks.positive_int(batch_size=batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -165,8 +165,7 @@ def train_dpo(policy, reference, pairs: list[tuple[dict, dict]], steps: int, bat
 
     The optimised loss is ``mean(DPO) + sft_weight · nll`` — ``sft_weight > 0`` is RPO, TRL's
     ``loss_type=["sigmoid", "sft"]`` (see :mod:`course_utils.alignment.losses`)."""
-    if not isinstance(sft_weight, (int, float)) or sft_weight < 0:
-        raise ValueError(f"sft_weight must be a number >= 0, got {sft_weight!r}")
+    checks.number("sft_weight", sft_weight, low=0)
     params = [p for p in policy.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the policy has no trainable parameters")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_utils import checks
 from course_utils.arch.rope import apply_rope
 
 ATTENTION_KINDS = ("mha", "gqa", "mqa")
@@ -33,12 +34,9 @@ MODEL_SHAPES: dict[str, dict[str, int]] = {
 
 def check_head_counts(num_heads: int, num_kv_heads: int) -> int:
     """Validate the head counts and return the group size ``num_heads // num_kv_heads``."""
-    for name, value in (("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if num_heads % num_kv_heads:
-        raise ValueError(f"num_heads={num_heads} must be divisible by num_kv_heads={num_kv_heads} "
-                         "(each key/value head serves a whole group of query heads)")
+    checks.positive_int(num_heads=num_heads, num_kv_heads=num_kv_heads)
+    checks.divisible("num_heads", num_heads, num_kv_heads, divisor_name="num_kv_heads",
+                     why="each key/value head serves a whole group of query heads")
     return num_heads // num_kv_heads
 
 
@@ -56,10 +54,8 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     Equal to ``x.repeat_interleave(n_rep, dim=1)``; written with ``expand`` so no copy is made
     until the final reshape.
     """
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (batch, kv_heads, seq, head_dim), got {tuple(x.shape)}")
-    if isinstance(n_rep, bool) or not isinstance(n_rep, int) or n_rep <= 0:
-        raise ValueError(f"n_rep must be a positive int, got {n_rep!r}")
+    checks.tensor("x", x, ndim=4, shape="(batch, kv_heads, seq, head_dim)")
+    checks.positive_int(n_rep=n_rep)
     if n_rep == 1:
         return x
     b, h_kv, s, d = x.shape
@@ -67,11 +63,11 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError("q, k, v must have shape (batch, heads, seq, head_dim)")
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
-    if q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
+    """Check the shapes and return the group size ``H / H_kv``."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        checks.tensor(name, t, ndim=4, shape="(batch, heads, seq, head_dim)")
+    checks.same_shape(k=k, v=v)
+    if q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
         raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree on batch, seq and head_dim")
     return check_head_counts(q.shape[1], k.shape[1])
 
@@ -109,12 +105,9 @@ class GroupedQueryAttention(nn.Module):
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         self.num_kv_groups = check_head_counts(num_heads, num_kv_heads)
         if head_dim is None:
-            if hidden_size % num_heads:
-                raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads} "
-                                 "(or pass head_dim)")
+            checks.divisible("hidden_size", hidden_size, num_heads, divisor_name="num_heads", why="or pass head_dim")
             head_dim = hidden_size // num_heads
-        if head_dim % 2:
-            raise ValueError(f"head_dim must be even for RoPE, got {head_dim}")
+        checks.divisible("head_dim", head_dim, 2, why="RoPE rotates pairs of dimensions")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.rope_convention = rope_convention
         self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
@@ -156,13 +149,9 @@ def kv_cache_bytes_per_token(num_layers: int, num_heads: int, head_dim: int, *, 
     ``attention="mha"`` uses ``H_kv = num_heads``, ``"mqa"`` uses ``H_kv = 1`` and ``"gqa"`` needs
     ``num_kv_heads``. ``bytes_per_value`` is 2 for fp16/bf16, 1 for an int8 cache.
     """
-    if attention not in ATTENTION_KINDS:
-        raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
-    for name, value in (("num_layers", num_layers), ("num_heads", num_heads), ("head_dim", head_dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not bytes_per_value > 0:
-        raise ValueError(f"bytes_per_value must be > 0, got {bytes_per_value!r}")
+    checks.one_of("attention", attention, ATTENTION_KINDS)
+    checks.positive_int(num_layers=num_layers, num_heads=num_heads, head_dim=head_dim)
+    checks.positive_number(bytes_per_value=bytes_per_value)
     if attention == "mha":
         kv = num_heads
     elif attention == "mqa":

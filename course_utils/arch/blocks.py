@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_utils import checks
 from course_utils.arch.attention import GroupedQueryAttention
 from course_utils.arch.layers import RMSNorm, SwiGLU
 from course_utils.arch.rope import rope_cos_sin
@@ -47,8 +48,7 @@ class DecoderBlock(nn.Module):
                  head_dim: int | None = None, *, rms_norm_eps: float = 1e-6, norm_position: str = "pre",
                  norm_type: str = "rmsnorm") -> None:
         super().__init__()
-        if norm_position not in NORM_POSITIONS:
-            raise ValueError(f"norm_position must be one of {NORM_POSITIONS}, got {norm_position!r}")
+        checks.one_of("norm_position", norm_position, NORM_POSITIONS)
         self.norm_position = norm_position
         self.self_attn = GroupedQueryAttention(hidden_size, num_heads, num_kv_heads, head_dim)
         self.mlp = SwiGLU(hidden_size, intermediate_size)
@@ -129,8 +129,7 @@ def gradient_norms_by_depth(num_layers: int, norm_position: str, *, hidden_size:
     Xiong et al.), runs one batch of random tokens with a next-token cross-entropy loss, and
     returns ``‖∂L/∂θ_l‖₂`` for every block ``l``.
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
-        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    checks.positive_int(num_layers=num_layers)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = BlockStack(num_layers, hidden_size, num_heads, vocab_size, norm_position=norm_position,

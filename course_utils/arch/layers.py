@@ -15,11 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+from course_utils import checks
 
 
 class RMSNorm(nn.Module):
@@ -31,15 +27,13 @@ class RMSNorm(nn.Module):
 
     def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
         super().__init__()
-        _check_positive_int("hidden_size", hidden_size)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
+        checks.positive_int(hidden_size=hidden_size)
+        checks.positive_number(eps=eps)
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.weight.shape[0]:
-            raise ValueError(f"x has last dimension {x.shape[-1]}, expected hidden_size={self.weight.shape[0]}")
+        checks.tensor("x", x, last_dim=self.weight.shape[0], shape=f"(..., hidden_size={self.weight.shape[0]})")
         dtype = x.dtype
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -59,8 +53,7 @@ class SwiGLU(nn.Module):
 
     def __init__(self, hidden_size: int, intermediate_size: int) -> None:
         super().__init__()
-        _check_positive_int("hidden_size", hidden_size)
-        _check_positive_int("intermediate_size", intermediate_size)
+        checks.positive_int(hidden_size=hidden_size, intermediate_size=intermediate_size)
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)

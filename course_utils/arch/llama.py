@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from course_utils import checks
 from course_utils.arch.attention import check_head_counts
 from course_utils.arch.blocks import DecoderBlock, _check_hf_llama_config
 from course_utils.arch.layers import RMSNorm
@@ -44,23 +45,18 @@ class TinyLlamaConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "max_position_embeddings"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        checks.positive_int(**{name: getattr(self, name) for name in (
+            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "max_position_embeddings")})
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         check_head_counts(self.num_attention_heads, self.num_key_value_heads)
         if self.head_dim is None:
-            if self.hidden_size % self.num_attention_heads:
-                raise ValueError(f"hidden_size={self.hidden_size} must be divisible by "
-                                 f"num_attention_heads={self.num_attention_heads} (or set head_dim)")
+            checks.divisible("hidden_size", self.hidden_size, self.num_attention_heads,
+                             divisor_name="num_attention_heads", why="or set head_dim")
             self.head_dim = self.hidden_size // self.num_attention_heads
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
-        if not self.rope_theta > 0 or not self.rms_norm_eps > 0:
-            raise ValueError("rope_theta and rms_norm_eps must be > 0")
+        checks.divisible("head_dim", self.head_dim, 2, why="RoPE rotates pairs of dimensions")
+        checks.positive_number(rope_theta=self.rope_theta, rms_norm_eps=self.rms_norm_eps)
 
 
 def _run_layers(layers: nn.ModuleList, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -74,8 +70,7 @@ class TinyLlama(nn.Module):
 
     def __init__(self, config: TinyLlamaConfig) -> None:
         super().__init__()
-        if not isinstance(config, TinyLlamaConfig):
-            raise TypeError(f"config must be a TinyLlamaConfig, got {type(config).__name__}")
+        checks.instance("config", config, TinyLlamaConfig)
         self.config = config
         c = config
         self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
@@ -108,13 +103,10 @@ class TinyLlama(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``(batch, seq)`` token ids → ``(batch, seq, vocab_size)`` next-token logits."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
-            raise TypeError("input_ids must be an integer (Long) tensor of shape (batch, seq)")
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}")
+        checks.tensor("input_ids", input_ids, ndim=2, floating=False, shape="(batch, seq)")
         seq = input_ids.shape[1]
         if seq > self.config.max_position_embeddings:
-            raise ValueError(f"sequence length {seq} exceeds max_position_embeddings="
+            raise ValueError(f"input_ids holds {seq} positions, more than max_position_embeddings="
                              f"{self.config.max_position_embeddings}")
         x = self.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(torch.arange(seq, device=input_ids.device), self.config.head_dim,

@@ -34,8 +34,6 @@ For a token ``x`` (a row of ``X`` with ``T`` rows):
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -44,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.runtime import torch_threads
+from course_utils import checks
 
 DispatchMethod = Literal["loop", "grouped_mm"]
 _METHODS = ("loop", "grouped_mm")
@@ -62,22 +60,6 @@ class Routing(NamedTuple):
     experts: torch.Tensor
 
 
-def _check_top_k(top_k: Any, num_experts: int) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int):
-        raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
-    if not 1 <= top_k <= num_experts:
-        raise ValueError(f"top_k must be between 1 and num_experts={num_experts}, got top_k={top_k}")
-
-
-def _check_router_logits(router_logits: Any) -> None:
-    if not isinstance(router_logits, torch.Tensor):
-        raise TypeError(f"router_logits must be a torch.Tensor, got {type(router_logits).__name__}")
-    if router_logits.ndim != 2 or router_logits.shape[-1] == 0:
-        raise ValueError(f"router_logits must have shape (num_tokens, num_experts), got {tuple(router_logits.shape)}")
-    if not router_logits.is_floating_point():
-        raise TypeError(f"router_logits must be a floating-point tensor, got {router_logits.dtype}")
-
-
 def top_k_route(router_logits: torch.Tensor, top_k: int) -> Routing:
     """Softmax top-k routing with renormalised gates (Mixtral).
 
@@ -88,12 +70,19 @@ def top_k_route(router_logits: torch.Tensor, top_k: int) -> Routing:
         router_logits: (T, E) router scores ``x W_r^T``.
         top_k: experts per token, ``1 <= top_k <= E``.
     """
-    _check_router_logits(router_logits)
-    _check_top_k(top_k, router_logits.shape[-1])
+    checks.tensor("router_logits", router_logits, ndim=2, floating=True, shape="(num_tokens, num_experts)")
+    checks.integer("top_k", top_k, low=1, high=router_logits.shape[-1])
     probs = torch.softmax(router_logits.float(), dim=-1)
     gates, experts = torch.topk(probs, top_k, dim=-1)
     gates = gates / gates.sum(dim=-1, keepdim=True)
     return Routing(probs, gates, experts)
+
+
+def top_k_gates(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The router's decision without the probabilities: ``(gates, experts)``, each ``(T, k)``
+    (see :func:`top_k_route`)."""
+    routing = top_k_route(router_logits, top_k)
+    return routing.gates, routing.experts
 
 
 def load_balancing_loss(router_logits: torch.Tensor | Sequence[torch.Tensor], top_k: int,
@@ -106,19 +95,15 @@ def load_balancing_loss(router_logits: torch.Tensor | Sequence[torch.Tensor], to
     ``load_balancing_loss_func`` does. Multiply by a coefficient (Mixtral: 0.02, the
     transformers default 0.001) before adding it to the language-model loss.
     """
-    if isinstance(router_logits, (list, tuple)):
-        if not router_logits:
-            raise ValueError("router_logits is an empty sequence; pass at least one (T, E) tensor")
-        for logits in router_logits:
-            _check_router_logits(logits)
+    if isinstance(router_logits, (list, tuple)):  # several layers: pool their tokens
+        checks.non_empty("router_logits", router_logits)
         router_logits = torch.cat([logits.to(router_logits[0].device) for logits in router_logits])
-    _check_router_logits(router_logits)
+    checks.tensor("router_logits", router_logits, ndim=2, floating=True, shape="(num_tokens, num_experts)")
+    checks.non_empty("router_logits", router_logits)
     n_experts = router_logits.shape[-1]
-    if num_experts is not None and num_experts != n_experts:
+    if num_experts not in (None, n_experts):
         raise ValueError(f"num_experts={num_experts} but router_logits has {n_experts} columns")
-    _check_top_k(top_k, n_experts)
-    if router_logits.shape[0] == 0:
-        raise ValueError("router_logits has no tokens (shape[0] == 0)")
+    checks.integer("top_k", top_k, low=1, high=n_experts)
     probs = torch.softmax(router_logits.float(), dim=-1)
     experts = torch.topk(probs, top_k, dim=-1).indices
     return _aux_loss_from(probs, experts)
@@ -155,8 +140,7 @@ class ExpertGroups(NamedTuple):
 
 def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
     """``C = ceil(capacity_factor * num_tokens * top_k / num_experts)`` (Switch/GShard)."""
-    if not isinstance(capacity_factor, (int, float)) or isinstance(capacity_factor, bool) or capacity_factor <= 0:
-        raise ValueError(f"capacity_factor must be a positive number or None, got {capacity_factor!r}")
+    checks.positive_number(capacity_factor=capacity_factor)
     return math.ceil(capacity_factor * num_tokens * top_k / num_experts)
 
 
@@ -168,8 +152,7 @@ def group_by_expert(experts: torch.Tensor, num_experts: int, capacity: int | Non
     second choices and earlier tokens before later ones. With ``capacity`` an expert keeps only
     the first ``capacity`` assignments of its group.
     """
-    if experts.ndim != 2:
-        raise ValueError(f"experts must have shape (num_tokens, top_k), got {tuple(experts.shape)}")
+    checks.tensor("experts", experts, ndim=2, floating=False, shape="(num_tokens, top_k)")
     num_tokens, top_k = experts.shape
     flat_experts = experts.t().reshape(-1)  # slot-major: position p is token p % T, slot p // T
     order = torch.argsort(flat_experts, stable=True)
@@ -177,8 +160,7 @@ def group_by_expert(experts: torch.Tensor, num_experts: int, capacity: int | Non
     counts = routed_counts
     num_dropped = 0
     if capacity is not None:
-        if capacity < 0:
-            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        checks.non_negative_int(capacity=capacity)
         group_start = torch.cumsum(routed_counts, 0) - routed_counts
         rank_in_group = torch.arange(order.numel(), device=order.device) - group_start[flat_experts[order]]
         keep = rank_in_group < capacity
@@ -223,8 +205,7 @@ def moe_forward(x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, gat
     Returns:
         ``(y, groups)``: y (T, d_model) in ``x``'s dtype, and the :class:`ExpertGroups`.
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    checks.one_of("method", method, _METHODS)
     groups = group_by_expert(experts, gate_up_proj.shape[0], capacity)
     weights = gates[groups.token_index, groups.slot_index].unsqueeze(-1)  # (N, 1) float32
     y = torch.zeros_like(x)
@@ -244,6 +225,13 @@ def moe_forward(x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, gat
         y.index_add_(0, tokens, (y_expert * weights[rows]).to(x.dtype))
         start += count
     return y, groups
+
+
+def moe_dispatch(x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, gate_up_proj: torch.Tensor,
+                 down_proj: torch.Tensor) -> torch.Tensor:
+    """``y_t = sum_j gates[t, j] f_{experts[t, j]}(x_t)`` by grouped dispatch, one matmul chain per
+    expert that receives tokens: the output of :func:`moe_forward` (no capacity, ``method="loop"``)."""
+    return moe_forward(x, gates, experts, gate_up_proj, down_proj)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,14 +270,11 @@ class MoELayer(nn.Module):
                  capacity_factor: float | None = None, *, method: DispatchMethod = "loop",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("d_ff", d_ff), ("num_experts", num_experts)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        _check_top_k(top_k, num_experts)
+        checks.positive_int(d_model=d_model, d_ff=d_ff, num_experts=num_experts)
+        checks.integer("top_k", top_k, low=1, high=num_experts)
         if capacity_factor is not None:
-            expert_capacity(1, num_experts, top_k, capacity_factor)  # validates
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+            checks.positive_number(capacity_factor=capacity_factor)
+        checks.one_of("method", method, _METHODS)
         self.d_model, self.d_ff, self.num_experts, self.top_k = d_model, d_ff, num_experts, top_k
         self.capacity_factor, self.method = capacity_factor, method
         factory = {"device": device, "dtype": dtype}
@@ -309,15 +294,9 @@ class MoELayer(nn.Module):
                 f"top_k={self.top_k}, capacity_factor={self.capacity_factor}, method={self.method!r}")
 
     def _flatten(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim < 2 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must have shape (..., d_model={self.d_model}), e.g. (batch, seq, "
-                             f"{self.d_model}) or (tokens, {self.d_model}); got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-        if x.numel() == 0:
-            raise ValueError(f"x has no tokens: shape {tuple(x.shape)}")
+        shape = f"(tokens, d_model={self.d_model}) or (batch, seq, d_model={self.d_model})"
+        checks.tensor("x", x, ndim=(2, 3, 4), last_dim=self.d_model, floating=True, shape=shape)
+        checks.non_empty("x", x)
         return x.reshape(-1, self.d_model)
 
     def forward(self, x: torch.Tensor) -> MoEOutput:
@@ -432,112 +411,3 @@ def moe_transformer_params(*, num_layers: int, d_model: int, d_ff: int, num_expe
     active = embeddings + num_layers * (shared_per_layer + top_k * expert)
     return {"total": total, "active": active, "expert": expert, "attention_per_layer": attention,
             "embeddings": embeddings}
-
-
-# --------------------------------------------------------------------------------------------
-# Benchmark (used by scripts/bench_moe.py and notebook 03)
-# --------------------------------------------------------------------------------------------
-def _interleaved_medians(fns: dict[str, Any], repeats: int, warmup: int, sync) -> dict[str, float]:
-    """Median wall time of each callable; the repeats are interleaved (a, b, c, a, b, c, ...)
-    so that noise from other processes on the machine hits every implementation alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def benchmark_moe(token_counts: Sequence[int] = (16, 256, 4096), *, d_model: int = 512, d_ff: int = 1024,
-                  num_experts: int = 8, top_k: int = 2, repeats: int = 5, warmup: int = 1,
-                  device: str = "cpu", seed: int = 0, num_threads: int | None = None,
-                  progress: bool = True) -> list[dict[str, Any]]:
-    """Tokens/s of each MoE implementation on the same weights and inputs, in one process.
-
-    Implementations: ``naive`` (:func:`naive_moe_forward`), ``transformers`` (a
-    ``MixtralSparseMoeBlock`` with its default eager experts), ``dense``
-    (:func:`dense_moe_forward`), ``MoELayer`` (grouped dispatch, one matmul per expert), and
-    ``MoELayer grouped_mm`` (one grouped GEMM; bfloat16 on CUDA, float32 on CPU). On CUDA
-    ``MoELayer bf16`` (the per-expert loop in bfloat16) is added, the fair baseline for
-    the grouped GEMM.
-    Each is run under ``torch.inference_mode`` with ``warmup`` calls, then timed ``repeats``
-    times (interleaved across implementations); the median is reported. ``num_threads`` sets
-    torch's CPU threads for the run (restored afterwards); on a CPU shared with other jobs,
-    1 thread gives far steadier timings than oversubscribed cores.
-
-    Returns rows ``{"tokens", "impl", "seconds", "tokens_per_s", "vs_naive", "vs_transformers",
-    "vs_dense"}``
-    where ``vs_X`` = tokens/s of this row / tokens/s of X at the same token count.
-    """
-    from transformers import MixtralConfig
-    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
-
-    from course_utils.runtime import resolve_device
-
-    device = resolve_device(device)
-    torch.manual_seed(seed)
-    config = MixtralConfig(hidden_size=d_model, intermediate_size=d_ff, num_local_experts=num_experts,
-                           num_experts_per_tok=top_k)
-    config._experts_implementation = "eager"  # what a standalone block runs (and what "eager" means in a model)
-    hf_block = MixtralSparseMoeBlock(config)
-    with torch.no_grad():
-        for p in hf_block.parameters():
-            p.normal_(0.0, 0.02)
-    hf_block = hf_block.to(device).eval()
-    layer = MoELayer.from_hf_mixtral(hf_block).eval()
-    grouped = MoELayer.from_hf_mixtral(hf_block, method="grouped_mm").eval()
-    loop_bf16 = None
-    if device.startswith("cuda"):  # CUDA's grouped GEMM runs bfloat16: compare it with the loop in bfloat16
-        grouped = grouped.to(torch.bfloat16)
-        loop_bf16 = MoELayer.from_hf_mixtral(hf_block).eval().to(torch.bfloat16)
-    has_grouped = hasattr(F, "grouped_mm") or hasattr(torch, "_grouped_mm")
-
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    impls = {
-        "naive": lambda x: naive_moe_forward(layer, x),
-        "transformers": lambda x: hf_block(x.unsqueeze(0)),
-        "dense": lambda x: dense_moe_forward(layer, x),
-        "MoELayer": lambda x: layer(x).output,
-    }
-    if loop_bf16 is not None:
-        impls["MoELayer bf16"] = lambda x: loop_bf16(x.to(torch.bfloat16)).output
-    if has_grouped:
-        impls["MoELayer grouped_mm"] = lambda x: grouped(x.to(grouped.gate_up_proj.dtype)).output
-
-    rows: list[dict[str, Any]] = []
-    sizes = token_counts
-    if progress:
-        from tqdm.auto import tqdm
-        sizes = tqdm(token_counts, desc="benchmark_moe (token counts)")
-    with torch_threads(num_threads), torch.inference_mode():
-        for n in sizes:
-            x = torch.randn(n, d_model, device=device)
-            medians = _interleaved_medians({name: (lambda fn=fn, x=x: fn(x)) for name, fn in impls.items()},
-                                           repeats, warmup, sync)
-            rows += [{"tokens": n, "impl": name, "seconds": sec, "tokens_per_s": n / sec}
-                     for name, sec in medians.items()]
-    for row in rows:
-        same = {r["impl"]: r["tokens_per_s"] for r in rows if r["tokens"] == row["tokens"]}
-        row["vs_naive"] = row["tokens_per_s"] / same["naive"]
-        row["vs_transformers"] = row["tokens_per_s"] / same["transformers"]
-        row["vs_dense"] = row["tokens_per_s"] / same["dense"]
-    return rows
-
-
-def format_benchmark(rows: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of :func:`benchmark_moe` rows."""
-    lines = [f"{'tokens':>6}  {'implementation':<20} {'tokens/s':>12} {'vs naive':>9} "
-             f"{'vs transformers':>15} {'vs dense':>9}"]
-    for r in rows:
-        lines.append(f"{r['tokens']:>6}  {r['impl']:<20} {r['tokens_per_s']:>12,.0f} {r['vs_naive']:>8.2f}x "
-                     f"{r['vs_transformers']:>14.2f}x {r['vs_dense']:>8.2f}x")
-    return "\n".join(lines)

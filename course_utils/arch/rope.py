@@ -23,29 +23,21 @@ from __future__ import annotations
 
 import torch
 
+from course_utils import checks
+
 CONVENTIONS = ("half", "interleaved")
 
 
-def _check_convention(convention: str) -> str:
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    return convention
-
-
-def _check_head_dim(head_dim: object) -> int:
-    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0:
-        raise ValueError(f"head_dim must be a positive int, got {head_dim!r}")
-    if head_dim % 2:
-        raise ValueError(f"head_dim must be even for RoPE (it rotates pairs of dimensions), got {head_dim}")
-    return head_dim
+def _check_head_dim(head_dim: object) -> None:
+    checks.positive_int(head_dim=head_dim)
+    checks.divisible("head_dim", head_dim, 2, why="RoPE rotates pairs of dimensions")
 
 
 def rope_inv_freq(head_dim: int, theta: float = 10000.0, *, device: torch.device | str | None = None,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The ``d/2`` rotation frequencies ``θ_i = theta^(-2i/d)`` (float32 by default, as transformers)."""
     _check_head_dim(head_dim)
-    if not theta > 0:
-        raise ValueError(f"theta must be > 0, got {theta!r}")
+    checks.positive_number(theta=theta)
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=dtype, device=device) / head_dim))
 
 
@@ -63,9 +55,8 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
         ``(cos, sin)``, each of shape ``positions.shape + (head_dim,)``, computed in float32 (float64
         when ``dtype`` is float64) and cast to ``dtype``.
     """
-    _check_convention(convention)
-    if not isinstance(positions, torch.Tensor) or positions.dim() not in (1, 2):
-        raise ValueError("positions must be a tensor of shape (seq,) or (batch, seq)")
+    checks.one_of("convention", convention, CONVENTIONS)
+    checks.tensor("positions", positions, ndim=(1, 2), shape="(seq,) or (batch, seq)")
     work = torch.float64 if dtype == torch.float64 else torch.float32
     inv_freq = rope_inv_freq(head_dim, theta, device=positions.device, dtype=work)
     angles = positions.to(work)[..., None] * inv_freq  # (..., d/2)
@@ -93,9 +84,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, convent
     ``cos``/``sin`` come from :func:`rope_cos_sin` (or transformers' ``LlamaRotaryEmbedding``)
     with shape ``(seq, head_dim)`` or ``(batch, seq, head_dim)``; the latter is broadcast over heads.
     """
-    _check_convention(convention)
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (batch, heads, seq, head_dim), got {tuple(x.shape)}")
+    checks.one_of("convention", convention, CONVENTIONS)
+    checks.tensor("x", x, ndim=4, shape="(batch, heads, seq, head_dim)")
     _check_head_dim(x.shape[-1])
     if cos.shape != sin.shape or cos.shape[-1] != x.shape[-1] or cos.shape[-2] != x.shape[-2]:
         raise ValueError(f"cos/sin of shape {tuple(cos.shape)}/{tuple(sin.shape)} do not fit x of shape "
@@ -157,8 +147,8 @@ def rope_scores_by_offset(q: torch.Tensor, k: torch.Tensor, positions: torch.Ten
     placed at every pair of positions: returns a ``(len(positions), len(positions))`` matrix whose
     entry ``[m, n]`` depends only on ``positions[m] − positions[n]`` (constant along diagonals).
     """
-    if q.dim() != 1 or q.shape != k.shape:
-        raise ValueError(f"q and k must be vectors of the same size, got {tuple(q.shape)} and {tuple(k.shape)}")
+    checks.tensor("q", q, ndim=1, shape="(head_dim,)")
+    checks.same_shape(q=q, k=k)
     d, s = q.shape[0], len(positions)
     cos, sin = rope_cos_sin(positions, d, theta, convention=convention, dtype=q.dtype)
     qr = apply_rope(q.expand(1, 1, s, d), cos, sin, convention=convention)[0, 0]

@@ -22,7 +22,7 @@ from course_utils.rag.documents import (
                                        load_pdf,
                                        load_pydoc_corpus,
 )
-from course_utils.rag.embeddings import CachedEmbedder, EmbeddingCache
+from course_utils.rag.embeddings import CachedEmbedder, EmbeddingCache, embed_texts
 from course_utils.rag.evaluation import (
                                        citation_summary,
                                        evaluate_rankings,
@@ -33,6 +33,7 @@ from course_utils.rag.evaluation import (
                                        load_questions,
                                        recall_at_k,
                                        reciprocal_rank,
+                                       retrieval_report,
                                        unique_sources,
 )
 from course_utils.rag.generation import (
@@ -43,7 +44,7 @@ from course_utils.rag.generation import (
                                        parse_citations,
                                        rag_answer,
 )
-from course_utils.rag.index import VectorIndex
+from course_utils.rag.index import VectorIndex, build_hnsw_index
 from course_utils.rag.index import recall_at_k as index_recall_at_k
 from course_utils.rag.llm import CrossEncoderReranker, LLMReranker, hyde_search, hypothetical_answer
 from course_utils.rag.retrievers import (
@@ -57,11 +58,11 @@ from course_utils.rag.retrievers import (
 __all__ = [
     "Chunk", "chunk_documents", "chunk_text", "chunk_tokens", "semantic_chunks", "split_markdown", "window_spans",
     "Document", "load_markdown_folder", "load_notebook_markdown", "load_pdf", "load_pydoc_corpus",
-    "CachedEmbedder", "EmbeddingCache",
+    "CachedEmbedder", "EmbeddingCache", "embed_texts",
     "citation_summary", "evaluate_rankings", "evaluate_retriever", "groundedness", "hit_at_k", "hit_rate_at_k", "load_questions",
-    "recall_at_k", "reciprocal_rank", "unique_sources",
+    "recall_at_k", "reciprocal_rank", "retrieval_report", "unique_sources",
     "RAGAnswer", "answer_with_sources", "answer_without_retrieval", "iterative_answer", "parse_citations", "rag_answer",
-    "VectorIndex", "index_recall_at_k",
+    "VectorIndex", "build_hnsw_index", "index_recall_at_k",
     "CrossEncoderReranker", "LLMReranker", "hyde_search", "hypothetical_answer",
     "BM25Retriever", "DenseRetriever", "Hit", "HybridRetriever", "reciprocal_rank_fusion",
 ]

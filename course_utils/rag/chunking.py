@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from course_utils import checks
 from course_utils.rag.documents import Document, check_documents
 
 MINILM_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length, special tokens included
@@ -44,10 +45,8 @@ class Chunk:
 
 
 def _check_window(size: int, overlap: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
-        raise ValueError(f"overlap must be an integer with 0 <= overlap < size={size}, got {overlap!r}")
+    checks.positive_int(size=size)
+    checks.integer("overlap", overlap, low=0, high=size - 1)
 
 
 def window_spans(n_tokens: int, size: int, overlap: int = 0) -> list[tuple[int, int]]:
@@ -59,8 +58,7 @@ def window_spans(n_tokens: int, size: int, overlap: int = 0) -> list[tuple[int, 
     >>> window_spans(10, 4, 1)
     [(0, 4), (3, 7), (6, 10)]
     """
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
-        raise ValueError(f"n_tokens must be a non-negative integer, got {n_tokens!r}")
+    checks.non_negative_int(n_tokens=n_tokens)
     _check_window(size, overlap)
     spans, step, start = [], size - overlap, 0
     while start < n_tokens:
@@ -147,10 +145,8 @@ def semantic_chunks(text: str, embed: Callable[[list[str]], np.ndarray], *, perc
     A chunk ends after sentence ``i`` when ``s_i`` is below the ``percentile``-th percentile of all
     ``s`` (a topic shift), or when adding sentence ``i+1`` would exceed ``max_tokens``.
     """
-    if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
-    if max_tokens <= 0:
-        raise ValueError(f"max_tokens must be positive, got {max_tokens!r}")
+    checks.number("percentile", percentile, low=0.0, high=100.0)
+    checks.positive_int(max_tokens=max_tokens)
     sents = split_sentences(text)
     if len(sents) <= 1:
         return [(s, e) for s, e in sents]
@@ -183,8 +179,7 @@ def chunk_documents(docs: Sequence[Document], *, method: str = "tokens", size: i
         size, overlap: window size and overlap in tokens (``size`` ≤ 254 for MiniLM).
     """
     docs = check_documents(docs)
-    if method not in CHUNKERS:
-        raise ValueError(f"method={method!r}: expected one of {CHUNKERS}")
+    checks.one_of("method", method, CHUNKERS)
     _check_window(size, overlap)
     if method == "semantic" and embed is None:
         raise ValueError("method='semantic' needs embed=<function mapping a list of texts to embeddings>")

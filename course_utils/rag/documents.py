@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from course_utils import checks
+
 
 @dataclass
 class Document:
@@ -32,12 +34,9 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise TypeError(f"Document.id must be a non-empty string, got {self.id!r}")
-        if not isinstance(self.text, str):
-            raise TypeError(f"Document.text must be a string, got {type(self.text).__name__}")
-        if not isinstance(self.metadata, dict):
-            raise TypeError(f"Document.metadata must be a dict, got {type(self.metadata).__name__}")
+        checks.string("Document.id", self.id, non_empty=True)
+        checks.string("Document.text", self.text)
+        checks.instance("Document.metadata", self.metadata, dict)
 
 
 def check_documents(docs: Any, name: str = "docs") -> list[Document]:
@@ -45,11 +44,9 @@ def check_documents(docs: Any, name: str = "docs") -> list[Document]:
     if isinstance(docs, (str, bytes)) or not hasattr(docs, "__iter__"):
         raise TypeError(f"{name} must be a list of Document, got {type(docs).__name__}")
     docs = list(docs)
-    if not docs:
-        raise ValueError(f"{name} is empty: a retriever needs at least one document")
-    for d in docs:
-        if not isinstance(d, Document):
-            raise TypeError(f"{name} must hold Document objects, found {type(d).__name__}")
+    checks.non_empty(name, docs)
+    for i, d in enumerate(docs):
+        checks.instance(f"{name}[{i}]", d, Document)
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from course_utils import checks
 from course_utils.runtime import cache_dir
 
 
@@ -69,6 +70,26 @@ def _model_path(model) -> str:
                          "cached vectors of different models never mix") from err
 
 
+def embedding_dim(model) -> int:
+    """The width of a sentence-transformers model's embeddings."""
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get())
+
+
+def embed_texts(model, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    """Unit-length embeddings of ``texts`` by a sentence-transformers ``model``: each row is
+    ``e / ||e||``, so that the inner product of two rows is their cosine similarity.
+
+    Returns a float32 array ``(len(texts), dim)``; no texts give ``(0, dim)``.
+    """
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+    vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=progress)
+    return np.asarray(vecs, dtype=np.float32)
+
+
 class CachedEmbedder:
     """Normalised sentence embeddings through ``course_utils.models.load_embedder``, cached on disk.
 
@@ -104,8 +125,7 @@ class CachedEmbedder:
 
     @property
     def dim(self) -> int:
-        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(get())
+        return embedding_dim(self.model)
 
     @property
     def tokenizer(self):
@@ -116,9 +136,7 @@ class CachedEmbedder:
         return int(self.model.max_seq_length)
 
     def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
-        vecs = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=progress)
-        return np.asarray(vecs, dtype=np.float32)
+        return embed_texts(self.model, texts, self.batch_size, progress)
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """Embed ``texts`` → ``(len(texts), dim)`` float32 unit vectors (cache first)."""
@@ -147,8 +165,7 @@ class CachedEmbedder:
 
     def encode_query(self, query: str) -> np.ndarray:
         """One query → a ``(dim,)`` unit vector (not cached: queries are rarely repeated)."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        checks.string("query", query)
         return self._encode([query], False)[0]
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:

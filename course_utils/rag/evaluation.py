@@ -20,25 +20,20 @@ from typing import Any
 
 import numpy as np
 
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+from course_utils import checks
 
 
 def hit_at_k(ranked: Sequence[Hashable], relevant: Iterable[Hashable], k: int) -> float:
     """1.0 when any of the first ``k`` ranked items is relevant, else 0.0."""
-    k, rel = _check_k(k), set(relevant)
+    checks.positive_int(k=k)
+    rel = set(relevant)
     return float(any(x in rel for x in list(ranked)[:k]))
 
 
 def hit_rate_at_k(rankings: Sequence[Sequence[Hashable]], relevants: Sequence[Iterable[Hashable]], k: int) -> float:
     """Mean :func:`hit_at_k` over questions."""
-    if len(rankings) != len(relevants):
-        raise ValueError(f"rankings ({len(rankings)}) and relevants ({len(relevants)}) must have the same length")
-    if not rankings:
-        raise ValueError("rankings is empty: nothing to evaluate")
+    checks.same_length(rankings=rankings, relevants=relevants)
+    checks.non_empty("rankings", rankings)
     return float(np.mean([hit_at_k(r, g, k) for r, g in zip(rankings, relevants)]))
 
 
@@ -51,9 +46,9 @@ def reciprocal_rank(ranked: Sequence[Hashable], relevant: Iterable[Hashable]) ->
 
 
 def recall_at_k(ranked: Sequence[Hashable], relevant: Iterable[Hashable], k: int) -> float:
-    k, rel = _check_k(k), set(relevant)
-    if not rel:
-        raise ValueError("relevant is empty: recall is undefined")
+    checks.positive_int(k=k)
+    rel = set(relevant)
+    checks.non_empty("relevant", rel)
     return len(rel & set(list(ranked)[:k])) / len(rel)
 
 
@@ -85,8 +80,7 @@ def evaluate_retriever(search: Callable[[str], Sequence], questions: Sequence[di
     and ``topics``); hits are mapped to ``metadata[key]`` and deduplicated before scoring."""
     from tqdm.auto import tqdm
 
-    if not questions:
-        raise ValueError("questions is empty: nothing to evaluate")
+    checks.non_empty("questions", questions)
     rankings = [unique_sources(search(q["question"]), key) for q in tqdm(questions, disable=not progress)]
     return evaluate_rankings(rankings, [q["topics"] for q in questions], ks)
 
@@ -123,8 +117,7 @@ def citation_summary(gradings: Iterable[dict[str, Any]]) -> dict[str, Any]:
     ``relevant_rate`` is also None when the gradings were made without ``relevant``.
     """
     rows = list(gradings)
-    if not rows:
-        raise ValueError("gradings is empty: pass the dicts returned by groundedness()")
+    checks.non_empty("gradings (the dicts groundedness() returns)", rows)
     citing = [g for g in rows if g["n_citations"] > 0]
     out: dict[str, Any] = {"citing_rate": len(citing) / len(rows), "n_citing": len(citing),
                            "valid_rate": None, "relevant_rate": None}
@@ -133,3 +126,26 @@ def citation_summary(gradings: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if all(g.get("cites_relevant") is not None for g in citing):
             out["relevant_rate"] = sum(bool(g["cites_relevant"]) for g in citing) / len(citing)
     return out
+
+
+def retrieval_report(with_retrieval: Sequence, without_retrieval: Sequence, questions: Sequence[dict],
+                     key: str = "topic") -> dict[str, Any]:
+    """With vs without retrieval on the same questions (:class:`~course_utils.rag.generation.RAGAnswer`
+    lists, and question dicts with ``gold`` and ``topics``).
+
+    ``gold_rate_with`` / ``gold_rate_without``: the fraction of answers that contain the question's
+    gold fact (:func:`groundedness`), and ``gold_gain`` their difference; then, for the answers with
+    retrieval, :func:`citation_summary`: ``citing_rate``, ``n_citing``, and over the citing answers
+    only ``valid_rate`` and ``relevant_rate`` (None when no answer cites). Also ``n_questions``.
+    """
+    if not len(with_retrieval) == len(without_retrieval) == len(questions):
+        raise ValueError(f"with_retrieval ({len(with_retrieval)}), without_retrieval ({len(without_retrieval)}) and "
+                         f"questions ({len(questions)}) must have the same length")
+    if not questions:
+        raise ValueError("questions is empty: nothing to report")
+    opened = [groundedness(a, q["gold"], q["topics"], key) for a, q in zip(with_retrieval, questions)]
+    closed = [groundedness(a, q["gold"]) for a, q in zip(without_retrieval, questions)]
+    gold_with = sum(g["contains_gold"] for g in opened) / len(questions)
+    gold_without = sum(g["contains_gold"] for g in closed) / len(questions)
+    return {"n_questions": len(questions), "gold_rate_with": gold_with, "gold_rate_without": gold_without,
+            "gold_gain": gold_with - gold_without, **citation_summary(opened)}

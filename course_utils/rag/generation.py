@@ -15,8 +15,9 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
+from course_utils import checks
 from course_utils.rag.llm import chat_ids, generate
-from course_utils.rag.retrievers import Hit, check_query
+from course_utils.rag.retrievers import Hit
 
 SYSTEM = ("You answer questions about Python using only the numbered sources. "
           "Cite the sources you use like [1]. If the sources do not contain the answer, say INSUFFICIENT.")
@@ -62,7 +63,7 @@ def source_label(hit: Hit) -> str:
 
 def rag_messages(question: str, hits: list[Hit], tokenizer, *, max_prompt_tokens: int) -> tuple[list[dict], list[Hit]]:
     """Chat messages with numbered sources fitted into ``max_prompt_tokens`` → (messages, kept hits)."""
-    check_query(question)
+    checks.string("question", question, non_empty=True)
 
     def build(sources: list[tuple[Hit, str]]) -> list[dict]:
         block = "\n\n".join(f"[{i}] ({source_label(h)}) {text}" for i, (h, text) in enumerate(sources, start=1))
@@ -100,7 +101,7 @@ def answer_with_sources(question: str, hits: list[Hit], model, tokenizer, *, max
 
 def answer_without_retrieval(question: str, model, tokenizer, *, max_new_tokens: int = 64) -> RAGAnswer:
     """The closed-book baseline: the same model, no sources."""
-    check_query(question)
+    checks.string("question", question, non_empty=True)
     messages = [{"role": "system", "content": SYSTEM_NO_RETRIEVAL}, {"role": "user", "content": question}]
     text = generate(model, tokenizer, messages, max_new_tokens=max_new_tokens)
     return RAGAnswer(question, text, [], parse_citations(text))
@@ -129,8 +130,7 @@ def iterative_answer(question: str, retriever, model, tokenizer, *, k: int = 3, 
     """Iterative retrieval: when the draft answer says the context is insufficient, retrieve
     again with a query expanded by the draft, skipping chunks already shown, and re-answer
     from the enlarged context. Returns ``(answer, rounds used)``."""
-    if max_rounds < 1:
-        raise ValueError(f"max_rounds must be >= 1, got {max_rounds!r}")
+    checks.positive_int(max_rounds=max_rounds)
     hits = retriever.search(question, k)
     ans = answer_with_sources(question, hits, model, tokenizer, max_new_tokens=max_new_tokens)
     rounds = 1

@@ -18,7 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
+from course_utils import checks
+
 INDEX_KINDS = ("flat", "hnsw")
+
+
+def build_hnsw_index(vectors: np.ndarray, m: int = 32, ef_construction: int = 200, ef_search: int = 64):
+    """A ``faiss.IndexHNSWFlat`` over the rows of ``vectors`` ``(n, d)``, searched by inner product:
+    ``m`` links per node, ``ef_construction`` candidates kept while adding (set before adding),
+    ``ef_search`` while searching."""
+    import faiss
+
+    vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be a 2-D array (n, d), got shape {vectors.shape}")
+    checks.positive_int(m=m, ef_construction=ef_construction, ef_search=ef_search)
+    index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    index.add(vectors)
+    index.hnsw.efSearch = ef_search
+    return index
 
 
 class VectorIndex:
@@ -28,18 +47,14 @@ class VectorIndex:
                  ef_search: int = 128):
         import faiss
 
-        if kind not in INDEX_KINDS:
-            raise ValueError(f"kind={kind!r}: expected one of {INDEX_KINDS}")
-        if not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        checks.one_of("kind", kind, INDEX_KINDS)
+        checks.positive_int(dim=dim)
         self.dim, self.kind = dim, kind
         self.params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
         if kind == "flat":
             self.index = faiss.IndexFlatIP(dim)
         else:
-            self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efConstruction = ef_construction
-            self.index.hnsw.efSearch = ef_search
+            self.index = build_hnsw_index(np.zeros((0, dim), dtype=np.float32), hnsw_m, ef_construction, ef_search)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -58,8 +73,7 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` → ``(scores, ids)``, each ``(n_queries, min(k, len(self)))``, best first."""
         q = self._check(queries, "queries")
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        checks.positive_int(k=k)
         k = min(k, len(self))
         if self.kind == "hnsw":
             self.index.hnsw.efSearch = max(self.params["ef_search"], k)

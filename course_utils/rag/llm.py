@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from course_utils import checks
+
 
 def chat_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
     """Token ids of ``messages`` rendered with the tokenizer's chat template."""
@@ -23,8 +25,7 @@ def generate(model, tokenizer, messages: list[dict], *, max_new_tokens: int = 64
     """Greedy decoding of the assistant's reply to ``messages``."""
     import torch
 
-    if max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens!r}")
+    checks.positive_int(max_new_tokens=max_new_tokens)
     ids = torch.tensor([chat_ids(tokenizer, messages)], device=model.device)
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
@@ -122,10 +123,8 @@ def hyde_search(query: str, dense, model, tokenizer, k: int = 5, *, max_new_toke
     hallucinated answer), else ``e(answer)``. ``dense`` is a :class:`DenseRetriever` or a
     :class:`HybridRetriever` (its dense half is used).
     """
-    from course_utils.rag.retrievers import check_query
-
     dense = getattr(dense, "dense", dense)
-    check_query(query)
+    checks.string("query", query, non_empty=True)
     answer = hypothetical_answer(query, model, tokenizer, max_new_tokens=max_new_tokens)
     v = dense.embedder.encode_query(answer)
     if include_query:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from course_utils import checks
 from course_utils.rag.chunking import Chunk, chunk_documents
 from course_utils.rag.documents import Document
 from course_utils.rag.embeddings import CachedEmbedder
@@ -41,20 +42,6 @@ class Hit:
     rank: int = 0
 
 
-def check_query(query: Any) -> str:
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a string, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query is empty: pass a non-empty question")
-    return query
-
-
-def check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hashable]], k: float = 60.0,
                            weights: Sequence[float] | None = None) -> list[tuple[Hashable, float]]:
     """Fuse rankings by RRF → ``[(item, score), ...]`` sorted by score, best first.
@@ -63,13 +50,11 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hashable]], k: float = 60
     ranking counts once, at its best (first) position. Empty rankings contribute nothing.
     Ties are broken by first appearance, reading the rankings in order, each top to bottom.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or k < 0:
-        raise ValueError(f"k must be a non-negative number, got {k!r}")
+    checks.number("k", k, low=0)
     rankings = [list(r) for r in rankings]
     if weights is None:
         weights = [1.0] * len(rankings)
-    if len(weights) != len(rankings):
-        raise ValueError(f"weights has {len(weights)} entries for {len(rankings)} rankings")
+    checks.same_length(weights=weights, rankings=rankings)
     scores: dict[Hashable, float] = {}
     for ranking, w in zip(rankings, weights):
         seen = set()
@@ -99,7 +84,8 @@ class Retriever:
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
         """The ``k`` best chunks for ``query`` (all of them, ranked, when ``k`` exceeds the corpus)."""
-        query, k = check_query(query), check_k(k)
+        checks.string("query", query, non_empty=True)
+        checks.positive_int(k=k)
         return self._hits(self._rank(query, min(k, len(self.chunks))))
 
 
@@ -118,16 +104,14 @@ class DenseRetriever(Retriever):
     """Embedding search over a FAISS index (``index="flat"`` exact, ``"hnsw"`` approximate)."""
 
     def __init__(self, chunks: list[Chunk], embedder: CachedEmbedder, index: VectorIndex):
-        if not chunks:
-            raise ValueError("chunks is empty: a retriever needs at least one chunk")
+        checks.non_empty("chunks", chunks)
         self.chunks, self.embedder, self.index = chunks, embedder, index
 
     @classmethod
     def from_chunks(cls, chunks: list[Chunk], *, embedder="all-minilm-l6-v2", index: str = "flat",
                     cache: bool | str = True, progress: bool = False, hnsw_m: int = 32,
                     ef_construction: int = 200, ef_search: int = 128) -> DenseRetriever:
-        if not chunks:
-            raise ValueError("chunks is empty: a retriever needs at least one chunk")
+        checks.non_empty("chunks", chunks)
         emb = _as_embedder(embedder, cache)
         vectors = emb.encode([c.text for c in chunks], progress=progress)
         idx = VectorIndex(emb.dim, index, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
@@ -143,7 +127,7 @@ class DenseRetriever(Retriever):
 
     def search_vector(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
         """Search with an already computed (unit) query vector, e.g. a HyDE embedding."""
-        k = check_k(k)
+        checks.positive_int(k=k)
         scores, ids = self.index.search(np.asarray(vector, dtype=np.float32), min(k, len(self.chunks)))
         return self._hits([(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0])
 
@@ -177,8 +161,7 @@ class BM25Retriever(Retriever):
                  stemmer: str | None = "english", stopwords: str | None = "en"):
         import bm25s
 
-        if not chunks:
-            raise ValueError("chunks is empty: a retriever needs at least one chunk")
+        checks.non_empty("chunks", chunks)
         self.chunks = chunks
         self.stopwords = stopwords
         if stemmer:
@@ -212,7 +195,8 @@ class BM25Retriever(Retriever):
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk (zeros when no query term is in the vocabulary)."""
-        toks = self.query_tokens(check_query(query))
+        checks.string("query", query, non_empty=True)
+        toks = self.query_tokens(query)
         if not toks:
             return np.zeros(len(self.chunks), dtype=np.float32)
         return np.asarray(self.bm25.get_scores(toks), dtype=np.float32)
@@ -237,7 +221,8 @@ class HybridRetriever(Retriever):
         if [c.id for c in dense.chunks] != [c.id for c in bm25.chunks]:
             raise ValueError("dense and bm25 must index the same chunks")
         self.dense, self.bm25, self.chunks = dense, bm25, dense.chunks
-        self.rrf_k, self.candidates, self.weights = rrf_k, check_k(candidates), tuple(weights)
+        checks.positive_int(candidates=candidates)
+        self.rrf_k, self.candidates, self.weights = rrf_k, candidates, tuple(weights)
 
     @classmethod
     def from_chunks(cls, chunks: list[Chunk], *, rrf_k: float = 10.0, candidates: int = 50,

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber, logsumexp
 
+from course_utils import checks
 from course_utils.scaling.laws import ParametricLaw, _positive_array
 
 #: Hoffmann et al.'s initialisation grid, one axis per parameter (a, b, e, alpha, beta).
@@ -123,16 +124,12 @@ def fit_scaling_law(num_params, num_tokens, loss, *, delta: float = 1e-3, n_star
     n = _positive_array(num_params, "num_params").ravel()
     d = _positive_array(num_tokens, "num_tokens").ravel()
     losses = _positive_array(loss, "loss").ravel()
-    if not (len(n) == len(d) == len(losses)):
-        raise ValueError(
-            f"num_params, num_tokens and loss must have the same length, got {len(n)}, {len(d)} and {len(losses)}"
-        )
+    checks.same_length(num_params=n, num_tokens=d, loss=losses)
     if len(n) < 5:
         raise ValueError(f"fitting 5 parameters needs at least 5 runs, got {len(n)}")
-    if not delta > 0:
-        raise ValueError(f"delta must be > 0, got {delta!r}")
-    if n_starts is not None and (not isinstance(n_starts, int) or n_starts < 1):
-        raise ValueError(f"n_starts must be a positive integer or None, got {n_starts!r}")
+    checks.positive_number(delta=delta)
+    if n_starts is not None:
+        checks.positive_int(n_starts=n_starts)
     grid = PAPER_GRID if grid is None else grid
     missing = set(_ORDER) - set(grid)
     if missing:
@@ -167,8 +164,7 @@ def fit_power_law(x, y) -> tuple[float, float]:
     """
     xs = _positive_array(x, "x").ravel()
     ys = _positive_array(y, "y").ravel()
-    if len(xs) != len(ys):
-        raise ValueError(f"x and y must have the same length, got {len(xs)} and {len(ys)}")
+    checks.same_length(x=xs, y=ys)
     if len(xs) < 2:
         raise ValueError(f"a power-law fit needs at least 2 points, got {len(xs)}")
     p, log_k = np.polyfit(np.log(xs), np.log(ys), 1)

@@ -31,11 +31,12 @@ The simpler rule of thumb from the same paper is ~20 training tokens per paramet
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+from course_utils import checks
 
 #: Kaplan et al. (2020), eqs. (1.1) and (1.2): exponents and scales (N non-embedding parameters, D tokens).
 KAPLAN_ALPHA_N = 0.076
@@ -95,10 +96,7 @@ def scale_factor_for_loss_ratio(ratio: float, exponent: float) -> float:
     With Kaplan's ``alpha_N = 0.076``, halving the loss (ratio 0.5) takes ``2**(1/0.076) ≈ 9,000×``
     more parameters, and 10× more parameters multiplies the loss by ``10**-0.076 ≈ 0.84``.
     """
-    if not 0 < ratio:
-        raise ValueError(f"ratio must be > 0, got {ratio!r}")
-    if not exponent > 0:
-        raise ValueError(f"exponent must be > 0, got {exponent!r}")
+    checks.positive_number(ratio=ratio, exponent=exponent)
     return ratio ** (-1.0 / exponent)
 
 
@@ -124,13 +122,9 @@ class ParametricLaw:
     beta: float
 
     def __post_init__(self):
-        for field_name in ("E", "A", "B", "alpha", "beta"):
-            value = getattr(self, field_name)
-            if not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise TypeError(f"{field_name} must be a finite real number, got {value!r}")
+        checks.real("E", self.E)
         for field_name in ("A", "B", "alpha", "beta"):
-            if getattr(self, field_name) <= 0:
-                raise ValueError(f"{field_name} must be > 0, got {getattr(self, field_name)!r}")
+            checks.real(field_name, getattr(self, field_name), low=0, low_open=True)
 
     def loss(self, num_params, num_tokens):
         """``E + A / N**alpha + B / D**beta`` (broadcasts over arrays)."""
@@ -188,15 +182,12 @@ def compute_optimal(compute_flops, method: str = "rule", *,
     Returns:
         ``(N_opt, D_opt)``: floats for a scalar budget, arrays for an array of budgets.
     """
-    if method not in COMPUTE_OPTIMAL_METHODS:
-        raise ValueError(f"method={method!r}: expected one of {COMPUTE_OPTIMAL_METHODS}")
+    checks.one_of("method", method, COMPUTE_OPTIMAL_METHODS)
     if method == "parametric":
-        if not isinstance(law, ParametricLaw):
-            raise TypeError(f"law must be a ParametricLaw, got {type(law).__name__}")
+        checks.instance("law", law, ParametricLaw)
         return law.compute_optimal(compute_flops)
     c = _positive_array(compute_flops, "compute_flops")
-    if not isinstance(tokens_per_param, numbers.Real) or not tokens_per_param > 0:
-        raise ValueError(f"tokens_per_param must be a positive number, got {tokens_per_param!r}")
+    checks.positive_number(tokens_per_param=tokens_per_param)
     n_opt = np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * tokens_per_param))
     d_opt = tokens_per_param * n_opt
     return _like_input(n_opt, compute_flops), _like_input(d_opt, compute_flops)

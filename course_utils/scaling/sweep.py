@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from course_utils import checks
 from course_utils.runtime import torch_threads
 from course_utils.scaling.fit import ScalingLawFit, fit_power_law
 from course_utils.scaling.laws import FLOPS_PER_PARAM_TOKEN, _positive_array
@@ -61,12 +62,9 @@ def sweep_config(hidden_size: int, num_layers: int, vocab_size: int = 256, head_
     there are ≥ 4 heads."""
     from course_utils.arch import TinyLlamaConfig
 
-    for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("head_dim", head_dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    checks.positive_int(hidden_size=hidden_size, num_layers=num_layers, head_dim=head_dim)
     head_dim = min(head_dim, hidden_size)
-    if hidden_size % head_dim:
-        raise ValueError(f"hidden_size={hidden_size} must be a multiple of head_dim={head_dim}")
+    checks.divisible("hidden_size", hidden_size, head_dim, divisor_name="head_dim")
     heads = hidden_size // head_dim
     kv_heads = heads // 2 if heads >= 4 else heads
     ffn = max(8, int(round(8 * hidden_size / 3 / 8)) * 8)
@@ -152,8 +150,7 @@ def plan_sweep(budgets: Sequence[float], shapes: Sequence[tuple[int, int]] = DEF
     from course_utils.arch import TinyLlama
 
     budgets_arr = _positive_array(budgets, "budgets").ravel()
-    if not shapes:
-        raise ValueError("shapes is empty; expected (hidden_size, num_layers) pairs")
+    checks.non_empty("shapes (hidden_size, num_layers) pairs", shapes)
     plan = []
     for hidden, layers in shapes:
         with torch.device("meta"):

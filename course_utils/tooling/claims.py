@@ -90,7 +90,7 @@ def check_claims(notebook: str | Path, metrics: dict[str, Any], *, smoke: bool,
             bound = spec[key]
             if isinstance(bound, str):
                 other = _number(metrics.get(bound))
-                shown = f"{sym} {bound} ({metrics.get(bound)!r})"
+                shown = f"{sym} {bound} ({other:.4g})" if other is not None else f"{sym} {bound} (not recorded)"
                 if other is None:
                     problems.append(f"the run recorded no number for {bound!r}")
                     parts.append(shown)

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="skip loading the offline models")
     d.set_defaults(func=cmd_doctor)
 
-    r = sub.add_parser("run", help="execute notebooks and lab solutions, autograde the solutions, write build/report.md")
+    r = sub.add_parser("run", help="execute notebooks and lab solutions, autograde the solutions, write build/index.html and build/report.md")
     mode = r.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", default=True, help="tiny sizes, minutes on a CPU (default)")
     mode.add_argument("--full", action="store_true", help="full sizes: the runs that prove each chapter's claims")

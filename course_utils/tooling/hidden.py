@@ -23,8 +23,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from course_utils.runtime import GRADING_ENV
+
 MIME = "application/vnd.llm-course.check+json"
-GRADING_ENV = "LLM_COURSE_GRADING"
 
 
 def encode(value: Any) -> Any:
@@ -73,6 +74,9 @@ def encode(value: Any) -> Any:
 
 def _emit(record: dict[str, Any]) -> None:
     if not os.environ.get(GRADING_ENV):
+        if os.environ.get("NBGRADER_EXECUTION") == "autograde":  # nbgrader by hand: nothing would judge
+            raise RuntimeError("this lab's hidden tests are judged outside the notebook: grade it with "
+                               "`llm-course grade`, not `nbgrader autograde` (which would pass them unchecked)")
         return
     from IPython.display import display
 

@@ -5,10 +5,11 @@ solution with papermill, injecting ``SMOKE`` and ``DEVICE`` into the ``parameter
 autogrades the reference solutions with nbgrader, and writes under ``build/``:
 
 * ``build/executed/<name>.ipynb`` — each executed notebook with its outputs,
-* ``build/report.json`` and ``build/report.md`` — per notebook: status, seconds, the
-  metrics it recorded with :func:`course_utils.runtime.record_metric`, its claims
-  (``claims/<stem>.toml``, checked for the run's mode; a broken claim fails the notebook),
-  and the error if any.
+* ``build/index.html``, ``build/report.md`` and ``build/report.json`` — per notebook: status,
+  seconds, the metrics it recorded with :func:`course_utils.runtime.record_metric` and its claims
+  (``claims/<stem>.toml``, checked for the run's mode; a broken claim fails the notebook), the
+  error if any; the HTML page adds the figures and the executed notebooks rendered as HTML
+  (:mod:`course_utils.tooling.report`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import os
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from course_utils.runtime import METRICS_ENV, SMOKE_ENV, read_metrics_file, repo_root
 from course_utils.tooling.claims import as_dicts, check_claims
+from course_utils.tooling.report import write_report
+
+__all__ = ["NotebookResult", "course_notebooks", "execute_notebook", "run_course", "write_report"]
 
 
 def course_notebooks(root: Path | None = None) -> list[Path]:
@@ -102,38 +106,6 @@ def _short_error(exc: Exception) -> str:
     return text.strip()[:2000]
 
 
-def write_report(results: list[NotebookResult], grades: list[dict[str, Any]], out_dir: Path,
-                 *, smoke: bool, device: str) -> tuple[Path, Path]:
-    """Write ``report.json`` and a readable ``report.md`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = {"smoke": smoke, "device": device, "notebooks": [asdict(r) for r in results], "grades": grades,
-            "ok": all(r.status == "ok" for r in results) and all(g.get("full_marks") for g in grades)}
-    json_path = out_dir / "report.json"
-    json_path.write_text(json.dumps(data, indent=2))
-    lines = [f"# Course run ({'SMOKE' if smoke else 'full'} mode, device {device})", "",
-             "| notebook | status | seconds | metrics |", "| --- | --- | ---: | --- |"]
-    for r in results:
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items()) or ""
-        lines.append(f"| {Path(r.notebook).name} | {r.status} | {r.seconds:.1f} | {shown} |")
-    if grades:
-        lines += ["", "## Reference solutions autograded with nbgrader", "",
-                  "| lab | score | max | full marks |", "| --- | ---: | ---: | --- |"]
-        for g in grades:
-            lines.append(f"| {g['lab']} | {g['score']} | {g['max_score']} | {'yes' if g['full_marks'] else 'NO'} |")
-    failures = [r for r in results if r.status != "ok"]
-    if failures:
-        lines += ["", "## Failures", ""]
-        for r in failures:
-            lines += [f"### {Path(r.notebook).name}", "", "```", r.error or "", "```", ""]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(lines) + "\n")
-    return json_path, md_path
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def run_course(notebooks: list[Path] | None = None, *, smoke: bool = True, device: str = "auto",
                out_dir: Path | None = None, grade: bool = True) -> dict[str, Any]:
     """The main job: execute notebooks and lab solutions, autograde the reference solutions,
@@ -161,5 +133,6 @@ def run_course(notebooks: list[Path] | None = None, *, smoke: bool = True, devic
                                                    smoke=smoke))
     json_path, md_path = write_report(results, grades, out_dir, smoke=smoke, device=device)
     print(md_path.read_text())
-    print(f"Report: {md_path} and {json_path}; executed notebooks in {out_dir / 'executed'}")
+    print(f"Report: {out_dir / 'index.html'} (figures, executed notebooks as HTML), {md_path} and {json_path}; "
+          f"executed notebooks in {out_dir / 'executed'}")
     return json.loads(json_path.read_text())

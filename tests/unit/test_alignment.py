@@ -131,6 +131,95 @@ def test_merge_lora_on_a_model_keeps_logits():
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
 
 
+# ---------------------------------------------------------------- QLoRA with PEFT (lab03's references)
+
+
+def _random_adapters(peft_model, seed: int = 0, std: float = 0.1) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+def test_qlora_lora_config_adapts_every_linear_layer_of_the_blocks():
+    from peft import LoraConfig, get_peft_model
+
+    from course_utils.alignment.qlora import LLAMA_LINEAR_LAYERS, lora_config
+
+    config = lora_config(16)
+    assert isinstance(config, LoraConfig)
+    assert (config.r, config.lora_alpha, config.lora_dropout, config.bias) == (16, 32, 0.0, "none")
+    assert set(config.target_modules) == set(LLAMA_LINEAR_LAYERS) and config.task_type == "CAUSAL_LM"
+    model = tiny_llama()
+    linears = [m for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and name.split(".")[-1] in LLAMA_LINEAR_LAYERS]
+    assert len(linears) == 2 * 7
+    peft_model = get_peft_model(model, lora_config(4))
+    expected = sum(lora_parameter_count(m.in_features, m.out_features, 4) for m in linears)
+    assert peft_model.get_nb_trainable_parameters()[0] == count_parameters(peft_model)["trainable"] == expected
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="r must be a positive int"):
+            lora_config(bad)
+
+
+def test_merge_adapters_equals_peft_merge_and_unload():
+    from peft import get_peft_model
+
+    from course_utils.alignment.qlora import lora_config, merge_adapters
+
+    base = tiny_llama()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    peft_model = get_peft_model(copy.deepcopy(base), lora_config(4))
+    _random_adapters(peft_model)
+    merged = merge_adapters(peft_model, base)
+    reference = copy.deepcopy(peft_model).merge_and_unload()  # PEFT's own merge
+    assert not merged.training and not any("lora" in name for name, _ in merged.named_parameters())
+    ref_state = reference.state_dict()
+    for key, value in merged.state_dict().items():
+        torch.testing.assert_close(value, ref_state[key], atol=1e-6, rtol=1e-6)
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items()), "base must not change"
+    ids = torch.randint(0, 96, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+        assert (merged(ids).logits - base(ids).logits).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="no LoRA adapter"):
+        merge_adapters(base, base)
+    with pytest.raises(ValueError, match="does not match"):
+        merge_adapters(peft_model, _wider_llama())
+
+
+def _wider_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_merge_adapters_from_a_4bit_base_into_fp32(tmp_path):
+    """QLoRA: adapters trained on an NF4 model are folded into the full-precision weights."""
+    pytest.importorskip("bitsandbytes")
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from course_utils.alignment.qlora import lora_config, merge_adapters
+    from course_utils.models import nf4_config
+
+    base = tiny_llama(vocab_size=128)
+    base.save_pretrained(tmp_path)
+    nf4 = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=nf4_config(), device_map={"": "cpu"})
+    qlora = get_peft_model(nf4, lora_config(4))
+    _random_adapters(qlora, seed=2)
+    merged = merge_adapters(qlora, base)
+    layer = "model.layers.1.mlp.down_proj"
+    adapter = qlora.get_base_model().get_submodule(layer)
+    delta = adapter.lora_B["default"].weight @ adapter.lora_A["default"].weight * adapter.scaling["default"]
+    torch.testing.assert_close(merged.get_submodule(layer).weight, base.get_submodule(layer).weight + delta,
+                               atol=1e-6, rtol=1e-6)
+    assert merged.get_submodule(layer).weight.dtype == torch.float32
+
+
 def test_lora_bad_input():
     with pytest.raises(TypeError, match="base"):
         LoRALinear(nn.Conv1d(2, 2, 1))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from course_utils import models
+from course_utils.runtime import CACHE_ENV
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,16 @@ def test_nf4_footprint_is_a_third_of_fp32(smollm):
     ratio = models.footprint_bytes(q) / fp32
     assert ratio <= 0.35, ratio
     assert any("4bit" in type(m).__name__ for m in q.modules())
+
+
+def test_nf4_config_is_qloras_4bit_load():
+    pytest.importorskip("bitsandbytes")
+    config = models.nf4_config()
+    assert config.load_in_4bit and not config.load_in_8bit
+    assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float32
+    assert models.nf4_config(torch.bfloat16).bnb_4bit_compute_dtype == torch.bfloat16
+    assert models.bnb_config("nf4", torch.bfloat16).to_dict() == models.nf4_config(torch.bfloat16).to_dict()
 
 
 def test_bad_names_and_options():
@@ -77,7 +88,7 @@ def test_concurrent_first_use_builds_one_valid_cache(tmp_path):
     """Two processes convert the GGUF into an empty cache at once: both load a valid model."""
     code = ("from course_utils.models import load_causal_lm; m, t = load_causal_lm('smollm2-135m-instruct', "
             "device='cpu'); print(sum(p.numel() for p in m.parameters()))")
-    env = {**os.environ, "LLM_COURSE_CACHE": str(tmp_path)}
+    env = {**os.environ, CACHE_ENV: str(tmp_path)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from transformers import MixtralConfig
-from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock, load_balancing_loss_func
+from transformers.models.mixtral.modeling_mixtral import (
+    MixtralExperts,
+    MixtralSparseMoeBlock,
+    MixtralTopKRouter,
+    load_balancing_loss_func,
+)
 
 from course_utils.arch.moe import (
     MoELayer,
@@ -14,9 +19,11 @@ from course_utils.arch.moe import (
     expert_capacity,
     group_by_expert,
     load_balancing_loss,
+    moe_dispatch,
     moe_forward,
     moe_transformer_params,
     naive_moe_forward,
+    top_k_gates,
     top_k_route,
 )
 
@@ -218,6 +225,23 @@ def test_top_k_route_gates_are_renormalised():
     assert (experts == logits.topk(3).indices).all()
 
 
+@pytest.mark.parametrize("num_tokens,num_experts,top_k", [(1, 4, 2), (13, 8, 2), (20, 6, 3), (9, 5, 5)])
+def test_top_k_gates_and_moe_dispatch_equal_transformers_router_and_experts(num_tokens, num_experts, top_k):
+    """The two functions lab02 asks for, against the pieces of transformers' Mixtral block."""
+    block = _hf_block(d_model=16, d_ff=24, num_experts=num_experts, top_k=top_k, seed=num_tokens)
+    assert isinstance(block.gate, MixtralTopKRouter) and isinstance(block.experts, MixtralExperts)
+    x = torch.randn(num_tokens, 16, generator=torch.Generator().manual_seed(num_tokens))
+    with torch.no_grad():
+        logits, hf_gates, hf_experts = block.gate(x)
+        gates, experts = top_k_gates(logits, top_k)
+        torch.testing.assert_close(gates, hf_gates)
+        assert torch.equal(experts, hf_experts)
+        y = moe_dispatch(x, gates, experts, block.experts.gate_up_proj, block.experts.down_proj)
+        torch.testing.assert_close(y, block.experts(x, hf_experts, hf_gates), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="top_k"):
+        top_k_gates(logits, num_experts + 1)
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="top_k"):
         MoELayer(8, 16, num_experts=4, top_k=5)
@@ -242,7 +266,7 @@ def test_bad_inputs_raise_clear_errors():
         layer(torch.randn(8))
     with pytest.raises(TypeError, match="floating"):
         layer(torch.ones(3, 8, dtype=torch.long))
-    with pytest.raises(ValueError, match="no tokens"):
+    with pytest.raises(ValueError, match="x must not be empty"):
         layer(torch.randn(0, 8))
     with pytest.raises(TypeError, match="MixtralSparseMoeBlock"):
         MoELayer.from_hf_mixtral(torch.nn.Linear(3, 3))

@@ -20,9 +20,11 @@ from course_utils.rag import (
     LLMReranker,
     VectorIndex,
     answer_with_sources,
+    build_hnsw_index,
     chunk_documents,
     chunk_tokens,
     citation_summary,
+    embed_texts,
     evaluate_rankings,
     groundedness,
     hit_at_k,
@@ -38,6 +40,7 @@ from course_utils.rag import (
     recall_at_k,
     reciprocal_rank,
     reciprocal_rank_fusion,
+    retrieval_report,
     semantic_chunks,
     split_markdown,
     unique_sources,
@@ -218,6 +221,37 @@ def test_cached_embedder_matches_model_and_embeds_once(embedder):
     assert "minilm" in CachedEmbedder(embedder.model, cache=False).name.lower()  # a loaded model: keyed by its path
 
 
+def test_embed_texts_unit_rows_as_the_model_normalises_them(embedder):
+    texts = ["a list is mutable", "tuples are immutable", "the pass statement does nothing"]
+    v = embed_texts(embedder.model, texts)
+    assert v.dtype == np.float32 and v.shape == (3, embedder.dim)
+    raw = embedder.model.encode(texts, convert_to_numpy=True)
+    np.testing.assert_allclose(v, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(v, CachedEmbedder(embedder.model, cache=False).encode(texts), atol=1e-6)
+    assert embed_texts(embedder.model, []).shape == (0, embedder.dim)
+
+
+def test_build_hnsw_index_parameters_recall_and_errors():
+    import faiss
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(800, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:30] + 0.05 * rng.normal(size=(30, 16)).astype(np.float32)
+    index = build_hnsw_index(x, m=12, ef_construction=80, ef_search=40)
+    assert isinstance(index, faiss.IndexHNSWFlat) and index.ntotal == 800
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert (index.hnsw.efConstruction, index.hnsw.efSearch) == (80, 40)
+    assert index.hnsw.nb_neighbors(0) == 2 * 12  # level 0 keeps 2M links, as faiss.IndexHNSWFlat(d, M) does
+    exact = faiss.IndexFlatIP(16)
+    exact.add(x)
+    assert index_recall_at_k(index.search(q, 10)[1], exact.search(q, 10)[1], 10) >= 0.9
+    with pytest.raises(ValueError, match="vectors"):
+        build_hnsw_index(np.zeros(5, dtype=np.float32))
+    with pytest.raises(ValueError, match="m must be a positive int"):
+        build_hnsw_index(x, m=0)
+
+
 def test_vector_index_flat_exact_and_hnsw_recall_and_save(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 32)).astype(np.float32)
@@ -287,7 +321,7 @@ def test_retriever_contract(retrievers, name):
     assert len(everything) == len(r.chunks) and len({h.chunk_id for h in everything}) == len(r.chunks)
     assert all(a.score >= b.score for a, b in zip(everything, everything[1:]))
     for bad in ["", "   "]:
-        with pytest.raises(ValueError, match="query is empty"):
+        with pytest.raises(ValueError, match="query must be a non-empty string"):
             r.search(bad, k=3)
     with pytest.raises(ValueError, match="k must"):
         r.search("loop", k=0)
@@ -389,6 +423,27 @@ def test_groundedness_and_citations():
     assert citation_summary([unlabelled])["relevant_rate"] is None
     with pytest.raises(ValueError, match="gradings"):
         citation_summary([])
+
+
+def test_retrieval_report_with_vs_without_retrieval():
+    srcs = [Hit("a", 1, {"topic": "typesseq"}), Hit("b", 1, {"topic": "pass"})]
+    questions = [{"gold": "mutable", "topics": ["typesseq"]}, {"gold": "the pass", "topics": ["pass"]},
+                 {"gold": "finally", "topics": ["try"]}]
+    with_r = [RAGAnswer("q1", "Lists are MUTABLE [1].", srcs, [1]),
+              RAGAnswer("q2", "Use  The\nPass statement [3].", srcs, [3]),  # gold up to case and spaces; bad citation
+              RAGAnswer("q3", "I do not know.", srcs, [])]
+    without = [RAGAnswer("q1", "Lists can change.", [], []), RAGAnswer("q2", "the pass", [], []),
+               RAGAnswer("q3", "no", [], [])]
+    report = retrieval_report(with_r, without, questions)
+    assert report == pytest.approx({"n_questions": 3, "gold_rate_with": 2 / 3, "gold_rate_without": 1 / 3,
+                                    "gold_gain": 1 / 3, "citing_rate": 2 / 3, "n_citing": 2, "valid_rate": 0.5,
+                                    "relevant_rate": 0.5})
+    silent = retrieval_report(with_r[2:], without[2:], questions[2:])
+    assert silent["citing_rate"] == 0 and silent["valid_rate"] is None and silent["relevant_rate"] is None
+    with pytest.raises(ValueError, match="same length"):
+        retrieval_report(with_r, without[:2], questions)
+    with pytest.raises(ValueError, match="empty"):
+        retrieval_report([], [], [])
 
 
 # ---------------------------------------------------------------- the LLM side

@@ -1,19 +1,17 @@
-import json
 
 import pytest
 
 from course_utils import runtime
-from course_utils.tooling.runner import NotebookResult, write_report
 
 
 def test_resolve_smoke(monkeypatch):
     assert runtime.resolve_smoke(True) is True
-    monkeypatch.setenv("LLM_COURSE_SMOKE", "yes")
+    monkeypatch.setenv(runtime.SMOKE_ENV, "yes")
     assert runtime.resolve_smoke(None) is True
-    monkeypatch.setenv("LLM_COURSE_SMOKE", "0")
+    monkeypatch.setenv(runtime.SMOKE_ENV, "0")
     assert runtime.resolve_smoke(None) is False
-    monkeypatch.setenv("LLM_COURSE_SMOKE", "maybe")
-    with pytest.raises(ValueError, match="LLM_COURSE_SMOKE"):
+    monkeypatch.setenv(runtime.SMOKE_ENV, "maybe")
+    with pytest.raises(ValueError, match=runtime.SMOKE_ENV):
         runtime.resolve_smoke(None)
     with pytest.raises(TypeError, match="SMOKE"):
         runtime.resolve_smoke("1")
@@ -35,7 +33,7 @@ def test_record_metric_writes_file(tmp_path, monkeypatch, capsys):
     import numpy as np
 
     path = tmp_path / "m.jsonl"
-    monkeypatch.setenv("LLM_COURSE_METRICS_FILE", str(path))
+    monkeypatch.setenv(runtime.METRICS_ENV, str(path))
     runtime.record_metric("loss", np.float32(1.5))
     runtime.record_metric("steps", 3)
     runtime.record_metric("loss", 1.25)
@@ -45,17 +43,6 @@ def test_record_metric_writes_file(tmp_path, monkeypatch, capsys):
         runtime.record_metric("bad", [1, 2])
     with pytest.raises(ValueError, match="name"):
         runtime.record_metric("", 1)
-
-
-def test_write_report(tmp_path):
-    results = [NotebookResult("notebooks/00_x.ipynb", "ok", 1.5, {"acc": 0.5}),
-               NotebookResult("notebooks/01_y.ipynb", "failed", 2.0, {}, error="ValueError: boom")]
-    grades = [{"lab": "lab00", "score": 3.0, "max_score": 3.0, "full_marks": True}]
-    json_path, md_path = write_report(results, grades, tmp_path, smoke=True, device="cpu")
-    data = json.loads(json_path.read_text())
-    assert data["ok"] is False and data["notebooks"][0]["metrics"] == {"acc": 0.5}
-    md = md_path.read_text()
-    assert "| 00_x.ipynb | ok | 1.5 | acc=0.5 |" in md and "ValueError: boom" in md and "lab00" in md
 
 
 def test_torch_threads_sets_and_restores_even_on_error():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from course_utils import text_corpus as tc
+from course_utils.runtime import CACHE_ENV
 
 
 def test_topics_are_pydoc_data():
@@ -60,7 +61,7 @@ def test_byte_encoding_round_trips():
 
 
 def test_load_corpus_caches_on_disk(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLM_COURSE_CACHE", str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     corpus = tc.load_corpus("bytes")
     files = list((tmp_path / "text_corpus").glob("bytes-py*.pt"))
     assert len(files) == 1

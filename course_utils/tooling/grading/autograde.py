@@ -31,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_utils.runtime import cache_dir
+from course_utils.runtime import GRADING_ENV, cache_dir
 from course_utils.tooling.grading import plagiarism
 from course_utils.tooling.grading.course import (
     course_root,
@@ -51,12 +51,10 @@ from course_utils.tooling.grading.reference import (
     resolve,
 )
 from course_utils.tooling.grading.sandbox import Limits, SandboxSpec, UidPool, sandbox_status
-from course_utils.tooling.hidden import GRADING_ENV
 
 CSV_COLUMNS = ["student_id", "lab", "score", "max_score", "status", "reason", "flags", "sandbox"]
 
 GRADING_CONFIG = """
-c.Execute.timeout = {cell_timeout}
 # the course's own locked cells (setup, imports, data) may take longer on a busy machine than the
 # limit that stops a student's looping code; a student cannot change them (nbgrader restores them)
 def _timeout(cell):
@@ -64,20 +62,10 @@ def _timeout(cell):
     instructor_code = meta.get("locked") and not meta.get("grade") and not meta.get("solution")
     return max({cell_timeout}, 300) if instructor_code else {cell_timeout}
 c.Execute.timeout_func = _timeout
-c.Execute.interrupt_on_timeout = True
-c.Execute.execute_retries = 0
-# A loaded machine must not abort a whole notebook: wait longer for the kernel to start and for its
-# last outputs instead of raising (nbgrader's defaults are 60 s and 4 s, raising).
-c.Execute.startup_timeout = 300
-c.Execute.iopub_timeout = 30
-c.Execute.raise_on_iopub_timeout = False
 c.Execute.kernel_name = {kernel!r}
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
 c.KernelManager.transport = "ipc"
 c.KernelManager.connection_file = {connection!r}
-c.LimitOutput.max_lines = 1000
-c.LimitOutput.max_traceback = 100
-c.Autograde.create_student = True
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Execute, GetGrades, IgnorePattern,
                                     LimitOutput, SaveAutoGrades)
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
@@ -369,9 +357,9 @@ def grade_student(setup: LabSetup, student: str, submissions: Path, slot: int, s
     uid = setup.uids[slot + 1]
     workdir = course / "autograded" / student / lab
     dirs = _write_kernelspec(setup, base / "sandbox", workdir, uid, setup.redacted, folder)
-    from course_utils.tooling.grading.course import BASE_CONFIG
+    from course_utils.tooling.grading.course import base_config
 
-    config = BASE_CONFIG.format(root=str(course), db=str(course / "gradebook.db")) + GRADING_CONFIG.format(
+    config = base_config(course, cell_timeout=setup.cell_timeout, autograding=True) + GRADING_CONFIG.format(
         cell_timeout=int(setup.cell_timeout), kernel=KERNEL_NAME, connection=str(dirs["runtime"] / "kernel.json"),
         expected=str(setup.expected_path), sandboxed=setup.sandboxed)
     (course / "nbgrader_config.py").write_text(config)

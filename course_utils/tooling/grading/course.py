@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_utils.runtime import SMOKE_ENV, repo_root
+from course_utils.runtime import METRICS_ENV, SMOKE_ENV, repo_root
 
 
 def tool_env(smoke: bool, **extra: str) -> dict[str, str]:
@@ -30,7 +30,7 @@ def tool_env(smoke: bool, **extra: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env[SMOKE_ENV] = "1" if smoke else "0"
-    env.pop("LLM_COURSE_METRICS_FILE", None)
+    env.pop(METRICS_ENV, None)
     env.setdefault("PYTHONHASHSEED", "0")
     env.update(extra)
     return env
@@ -71,15 +71,14 @@ def lab_notebooks(lab: str, root: Path | None = None) -> list[str]:
     return sorted(p.stem for p in src.glob("*.ipynb"))
 
 
-BASE_CONFIG = """\
-c = get_config()  # noqa: F821
-c.CourseDirectory.root = {root!r}
-c.CourseDirectory.source_directory = "source"
-c.CourseDirectory.release_directory = "release"
-c.CourseDirectory.db_url = "sqlite:///" + {db!r}
-c.CourseDirectory.course_id = "llm-engineering"
-c.OverwriteCells.add_missing_cells = True
-"""
+def base_config(work: Path, **options) -> str:
+    """The nbgrader config of a private course folder ``work`` (settings shared with the course's own
+    ``nbgrader_config.py``, from :mod:`course_utils.tooling.nbgrader_settings`)."""
+    from course_utils.tooling.nbgrader_settings import config_lines
+
+    lines = config_lines(work, source_directory="source", release_directory="release",
+                         db_path=work / "gradebook.db", **options)
+    return "c = get_config()  # noqa: F821\n" + "\n".join(lines) + "\n"
 
 
 def prepare_course(lab: str, work: Path, root: Path, env: dict[str, str]) -> Path:
@@ -89,7 +88,7 @@ def prepare_course(lab: str, work: Path, root: Path, env: dict[str, str]) -> Pat
     (work / "source").mkdir(parents=True)
     shutil.copytree(root / "solutions" / lab, work / "source" / lab,
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    (work / "nbgrader_config.py").write_text(BASE_CONFIG.format(root=str(work), db=str(work / "gradebook.db")))
+    (work / "nbgrader_config.py").write_text(base_config(work))
     code, out = run_nbgrader(["generate_assignment", lab, "--force"], work, 600, env)
     if code != 0:
         raise RuntimeError(f"nbgrader generate_assignment {lab} failed:\n{out[-3000:]}")

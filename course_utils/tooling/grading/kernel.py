@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from course_utils.runtime import CACHE_ENV
 from course_utils.tooling.grading.sandbox import SandboxSpec, apply_limits, bwrap_command
 
 KERNEL_NAME = "llm-course-graded"
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> None:
         os.execv(cmd[0], cmd)
     # no sandbox: same limits, the redacted course package first on the path, the scratch copy as cwd
     apply_limits(spec.limits, nproc=not root)
-    env = {**spec.env, "LLM_COURSE_CACHE": spec.cache_dir,
+    env = {**spec.env, CACHE_ENV: spec.cache_dir,
            "PYTHONPATH": str(Path(spec.package_copy).parent), "HOME": os.environ.get("HOME", spec.scratch)}
     os.chdir(spec.scratch)
     os.execve(sys.executable, inner, env)

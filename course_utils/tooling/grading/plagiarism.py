@@ -92,6 +92,8 @@ def dynamic_code(source: str) -> list[str]:
         if isinstance(node, ast.Call):
             f = node.func
             name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+            if name == "eval" and isinstance(f, ast.Attribute) and not node.args and not node.keywords:
+                continue  # model.eval(): torch's evaluation mode, not the builtin
             if name in _DYNAMIC:
                 found.add(name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -37,6 +37,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from course_utils.runtime import CACHE_ENV
+
 SANDBOX_UID_BASE = 61000  # kernels run as uids from here on (when the grader is root), one per grading slot
 SANDBOX_UID_COUNT = 1000
 GiB = 1 << 30
@@ -169,7 +171,7 @@ def bwrap_command(spec: SandboxSpec, inner: list[str]) -> list[str]:
     existing = [system[i + 2] for i in range(0, len(system), 3)] + ["/sys", "/proc", "/dev", "/tmp"]
     args += _parent_dirs(binds, existing) + binds + ["--chdir", spec.workdir]
     home = "/tmp/home"
-    env = {**spec.env, "HOME": home, "TMPDIR": "/tmp", "LLM_COURSE_CACHE": spec.cache_dir}
+    env = {**spec.env, "HOME": home, "TMPDIR": "/tmp", CACHE_ENV: spec.cache_dir}
     for key, value in sorted(env.items()):
         args += ["--setenv", key, value]
     if spec.uid is not None:  # root: drop to an unprivileged user inside (rlimits then apply to it)
