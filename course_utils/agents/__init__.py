@@ -16,7 +16,8 @@
 * :mod:`~course_utils.agents.sft` — tool-use LoRA fine-tuning on the oracle's trajectories;
 * :mod:`~course_utils.agents.smol` — the same tools and tasks with ``smolagents``.
 
-Names are imported on first use, so that starting the weather service does not load torch.
+The calculator *function* is ``course_utils.agents.calculator.calculator`` (the package attribute
+``calculator`` is its module). Names are imported on first use, so that starting the weather service does not load torch.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "calculator": ["CalculatorError", "calculate", "calculator", "format_number"],
+    "calculator": ["CalculatorError", "calculate", "calculator_tool", "format_number"],
     "encyclopedia": ["Country", "Encyclopedia", "load_countries", "render_article"],
     "weather": ["FAULTS", "WeatherClient", "local_weather_tool", "weather_report", "weather_service"],
-    "tools": ["Tool", "ToolError", "ToolTimeout", "TransientToolError", "call_with_timeout"],
+    "tools": ["Tool", "ToolError", "ToolTimeout", "TransientToolError", "call_with_timeout", "course_tools"],
     "parsing": ["ParsedAction", "parse_action", "parse_tool_call"],
     "prompts": ["HERMES_TOOL_TEMPLATE", "react_system_prompt", "render_prompt", "supports_tools"],
     "loop": ["Agent", "AgentRun", "ConversationMemory", "GIVE_UP", "LOOP_GIVE_UP", "Step", "Trace", "run_agent",

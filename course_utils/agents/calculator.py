@@ -125,3 +125,10 @@ def calculator(expression: str) -> str:
         expression: the expression to compute, e.g. "22.4 * 9 / 5 + 32".
     """
     return format_number(calculate(expression))
+
+
+def calculator_tool():
+    """The ``calculator`` tool (its schema read from :func:`calculator`'s signature and docstring)."""
+    from course_utils.agents.tools import Tool
+
+    return Tool.from_function(calculator)

@@ -73,7 +73,7 @@ def read_arguments(raw: str, parameters: Sequence[str]) -> dict[str, Any]:
     """The arguments in ``raw`` (rule 5); raises ``ValueError`` saying what is wrong."""
     from course_utils.prompting.constrained import first_json_object
 
-    raw = _FENCE.sub("", raw).strip()
+    raw = _FENCE.sub("", raw).strip().strip("*").strip()  # markdown bold around a marker: **Action Input:**
     if "{" in raw:
         block = first_json_object(raw)
         try:
