@@ -14,7 +14,8 @@
 * :mod:`~course_utils.agents.questions` / :mod:`~course_utils.agents.evaluation` — multi-hop questions
   generated from the data, success, steps, errors recovered vs fatal, pass^k;
 * :mod:`~course_utils.agents.sft` — tool-use LoRA fine-tuning on the oracle's trajectories;
-* :mod:`~course_utils.agents.smol` — the same tools and tasks with ``smolagents``.
+* :mod:`~course_utils.agents.smol` — the same tools and tasks with ``smolagents``;
+* :mod:`~course_utils.agents.lab` — the reference answers of lab 08, with the student's signatures.
 
 The calculator *function* is ``course_utils.agents.calculator.calculator`` (the package attribute
 ``calculator`` is its module). Names are imported on first use, so that starting the weather service does not load torch.

@@ -509,3 +509,34 @@ def test_weather_cli_command_is_registered():
 
     args = build_parser().parse_args(["weather", "--port", "8123", "--fault-rate", "0.2"])
     assert args.func.__name__ == "cmd_weather" and args.port == 8123 and args.fault_rate == 0.2
+
+
+# ---------------------------------------------------------------- the lab's reference answers
+
+def test_lab_references_follow_the_lab_contract(tools):
+    from course_utils.agents.lab import evaluate_answers, parse_step, run_loop
+
+    assert parse_step("Action: search[Peru]", TOOLS) == {"kind": "action", "tool": "search", "args": {"query": "Peru"},
+                                                        "answer": None}
+    assert parse_step("Action: search", TOOLS) == {"kind": "error", "tool": None, "args": None, "answer": None}
+
+    def hangs(city: str) -> str:
+        time.sleep(3)
+        return "late"
+
+    llm = ScriptedLLM(['Action: hangs\nAction Input: {"city": "Lima"}', 'Action: calculator\nAction Input: "6*7"',
+                       "Final Answer: 42"])
+    t0 = time.perf_counter()
+    result = run_loop(llm, {"hangs": hangs, "calculator": calculator}, "q", tool_timeout=0.2)
+    assert time.perf_counter() - t0 < 2.5
+    assert result["status"] == "answered" and result["answer"] == "42"
+    assert result["steps"][0]["observation"].startswith("Error:") and result["steps"][1]["observation"] == "42"
+    assert [m["role"] for m in llm.calls[2]] == ["user", "assistant", "user", "assistant", "user"]
+    endless = run_loop(ScriptedLLM(["hmm"], repeat_last=True), {"calculator": calculator}, "q", max_steps=2)
+    assert endless["status"] == "step_limit" and endless["answer"] == GIVE_UP.format(max_steps=2)
+    with pytest.raises(ValueError, match="max_steps"):
+        run_loop(llm, {}, "q", max_steps=0)
+    q = {"answer": "1200", "answer_type": "number", "tolerance": 0.5, "hops": 2}
+    t = {"answer": "Lima", "answer_type": "text", "hops": 1}
+    out = evaluate_answers(["1,200 people", "lima", None], [q, t, t])
+    assert out == {"success": 2 / 3, "by_hops": {"1": 0.5, "2": 1.0}, "correct": [True, True, False]}
