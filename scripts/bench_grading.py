@@ -24,12 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_class(lab: str, n: int, dest: Path) -> Path:
+def make_class(code_root: Path, lab: str, n: int, dest: Path) -> Path:
+    """``n`` students who hand in ``code_root``'s reference solution (each revision grades its own lab)."""
     subs = dest / "submitted"
     for i in range(n):
         folder = subs / f"student{i:03d}" / lab
         folder.mkdir(parents=True)
-        shutil.copy(ROOT / "solutions" / lab / f"{lab}.ipynb", folder)
+        shutil.copy(code_root / "solutions" / lab / f"{lab}.ipynb", folder)
     return subs
 
 
@@ -56,7 +57,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         tmp = Path(tmp)
-        subs = make_class(args.lab, args.students, tmp)
+        subs = make_class(ROOT, args.lab, args.students, tmp)
         settings = [("sandboxed, --jobs 1", ROOT, ["--jobs", "1"]),
                     ("sandboxed, --jobs 2", ROOT, ["--jobs", "2"]),
                     ("unsandboxed, --jobs 1", ROOT, ["--jobs", "1", "--sandbox", "off"])]
@@ -65,10 +66,11 @@ def main() -> None:
             subprocess.run(["git", "worktree", "add", "--detach", str(old), args.before], cwd=ROOT, check=True,
                            capture_output=True)
             settings.append((f"grader at {args.before}", old, []))
+            old_subs = make_class(old, args.lab, args.students, tmp / "before-class")
         results = []
         try:
             for label, code_root, extra in settings:
-                seconds = grade(code_root, args.lab, subs, tmp / label.replace(" ", "_") / "grades.csv", extra)
+                seconds = grade(code_root, args.lab, old_subs if code_root != ROOT else subs, tmp / label.replace(" ", "_") / "grades.csv", extra)
                 results.append((label, seconds))
                 print(f"{label:<28} {seconds:8.1f} s", flush=True)
         finally:

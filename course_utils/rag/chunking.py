@@ -46,7 +46,9 @@ class Chunk:
 
 def _check_window(size: int, overlap: int) -> None:
     checks.positive_int(size=size)
-    checks.integer("overlap", overlap, low=0, high=size - 1)
+    checks.non_negative_int(overlap=overlap)
+    if overlap >= size:
+        raise ValueError(f"overlap must be smaller than size ({size}), got {overlap}")
 
 
 def window_spans(n_tokens: int, size: int, overlap: int = 0) -> list[tuple[int, int]]:

@@ -49,15 +49,19 @@ class NotebookResult:
 
 def execute_notebook(path: str | os.PathLike, output: str | os.PathLike, *, smoke: bool = True,
                      device: str = "auto", parameters: dict[str, Any] | None = None,
-                     timeout: int = 1800, kernel_name: str = "python3") -> NotebookResult:
+                     timeout: int | None = None, kernel_name: str = "python3") -> NotebookResult:
     """Execute one notebook with papermill; never raises for a failing notebook.
 
     ``smoke`` and ``device`` are injected as ``SMOKE``/``DEVICE`` and also exported as
     ``LLM_COURSE_SMOKE`` for code that reads the environment. The notebook runs with its own
     folder as working directory. Metrics recorded by the notebook are collected through a
-    temporary ``LLM_COURSE_METRICS_FILE``.
+    temporary ``LLM_COURSE_METRICS_FILE``. ``timeout`` bounds one cell in seconds (default 30 min
+    in SMOKE mode, 4 h in full mode: a full-mode table on a 2-core CPU can take most of an hour).
     """
     import papermill as pm
+
+    if timeout is None:
+        timeout = 1800 if smoke else 4 * 3600
 
     path, output = Path(path), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

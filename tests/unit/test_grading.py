@@ -187,3 +187,18 @@ def test_sandbox_command_shows_only_what_it_binds(tmp_path):
     assert "--reuid=61234" in joined and "--setenv A 1" in joined
     mounts = [cmd[i + 2] for i, a in enumerate(cmd) if a in ("--bind", "--ro-bind", "--ro-bind-try")]
     assert [m for m in mounts if m.startswith("/course")] == ["/course/course_utils"]  # nothing else of the course
+
+
+def test_kernel_sockets_get_a_short_folder_however_deep_the_grading_folder(tmp_path):
+    """ZeroMQ's ipc socket paths must stay under the 107-byte unix socket limit (a deep --work-dir
+    or a long student id once made the kernel unreachable)."""
+    from course_utils.tooling.grading.autograde import _remove_runtime, _sandbox_dirs
+
+    deep = tmp_path / ("d" * 60) / ("student_with_a_rather_long_identifier_" * 2) / "sandbox"
+    dirs = _sandbox_dirs(deep, None, None)
+    try:
+        assert len(str(dirs["runtime"] / "kernel-ipc-4")) < 60 and dirs["runtime"].is_dir()
+        assert all(dirs[name].is_relative_to(deep) for name in ("scratch", "cache", "jupyter"))
+    finally:
+        _remove_runtime(dirs)
+    assert not dirs["runtime"].exists()

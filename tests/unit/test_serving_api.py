@@ -204,20 +204,37 @@ def test_rate_limit_429_with_retry_after_per_key(limited):
     assert _post(limited, "/v1/chat/completions", ok, key="b").status_code == 200  # other keys unaffected
 
 
+def _gauge(server, name: str) -> float:
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _wait_for_gauge(server, name: str, value: float, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while _gauge(server, name) != value:
+        assert time.monotonic() < end, f"{name} never reached {value}"
+        time.sleep(0.005)
+
+
 def test_concurrency_cap_queues_then_rejects_and_timeout(limited):
-    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "ignore_eos": True}
     results: dict[int, httpx.Response] = {}
 
     def call(i):
         results[i] = _post(limited, "/v1/completions", body, key="c")
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-        time.sleep(0.3)  # in order: one runs, one queues, the third finds the queue full
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    threads[0].start()  # one generates ...
+    _wait_for_gauge(limited, "llm_requests_in_flight", 1)
+    threads[1].start()  # ... one waits for the slot ...
+    _wait_for_gauge(limited, "llm_requests_queued", 1)
+    call(2)  # ... and the third finds the queue full (the server's own gauges say when, not a sleep)
     for t in threads:
         t.join()
-    assert sorted(r.status_code for r in results.values()) == [200, 200, 503]
+    assert [results[i].status_code for i in range(3)] == [200, 200, 503]
+    assert results[2].headers["retry-after"] == "1"
     r = _post(limited, "/v1/completions", {**body, "max_tokens": 240}, key="b")  # far more than 4 s of work
     assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
 

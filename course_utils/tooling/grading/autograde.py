@@ -146,9 +146,12 @@ def _sandbox_dirs(base: Path, uid: int | None, files_from: Path | None) -> dict[
     """Scratch, runtime and cache folders for one kernel, owned by its user."""
     if base.exists():
         shutil.rmtree(base)
-    dirs = {name: base / name for name in ("scratch", "runtime", "cache", "jupyter")}
+    dirs = {name: base / name for name in ("scratch", "cache", "jupyter")}
     for path in dirs.values():
         path.mkdir(parents=True)
+    # ZeroMQ's ipc sockets live here: a unix socket path has at most 107 bytes, so this folder sits
+    # at a short path of its own, whatever the grading folder's depth (removed by _remove_runtime)
+    dirs["runtime"] = Path(tempfile.mkdtemp(prefix="llm-grade-", dir=_SHORT_TMP))
     if files_from is not None:
         shutil.copytree(files_from, dirs["scratch"], dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
@@ -157,6 +160,13 @@ def _sandbox_dirs(base: Path, uid: int | None, files_from: Path | None) -> dict[
             for path in [dirs[name], *dirs[name].rglob("*")]:
                 os.lchown(path, uid, uid)
     return dirs
+
+
+_SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else None
+
+
+def _remove_runtime(dirs: dict[str, Path]) -> None:
+    shutil.rmtree(dirs["runtime"], ignore_errors=True)
 
 
 def _write_kernelspec(setup: LabSetup, base: Path, workdir: Path, uid: int | None, package_copy: Path,
@@ -211,6 +221,7 @@ def _run_reference(setup: LabSetup, root: Path) -> None:
                                     resources={"metadata": {"path": str(workdir)}})
             client.execute()
         finally:
+            _remove_runtime(dirs)
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         cells: dict[str, list] = {}
@@ -331,6 +342,9 @@ def _autograde_failure(log: str, code: int) -> str:
     if code == -9:
         return "grading stopped: the notebook ran past the time limit for a whole submission"
     lowered = log.lower()
+    if any(k in lowered for k in ("celltimeouterror", "timeout waiting for", "cell execution timed out")):
+        return ("a cell ran past the time limit and the kernel did not stop when interrupted, so grading stopped "
+                "there (the rest of the notebook earns nothing)")
     if "kernel died" in lowered or "deadkernel" in lowered:
         return "the notebook's kernel died while running (e.g. os._exit, a crash or a killed process), so it could not be graded"
     return "nbgrader could not autograde this submission (see the instructor log)"
@@ -357,18 +371,18 @@ def grade_student(setup: LabSetup, student: str, submissions: Path, slot: int, s
     uid = setup.uids[slot + 1]
     workdir = course / "autograded" / student / lab
     dirs = _write_kernelspec(setup, base / "sandbox", workdir, uid, setup.redacted, folder)
-    from course_utils.tooling.grading.course import base_config
-
-    config = base_config(course, cell_timeout=setup.cell_timeout, autograding=True) + GRADING_CONFIG.format(
-        cell_timeout=int(setup.cell_timeout), kernel=KERNEL_NAME, connection=str(dirs["runtime"] / "kernel.json"),
-        expected=str(setup.expected_path), sandboxed=setup.sandboxed)
-    (course / "nbgrader_config.py").write_text(config)
-    env = tool_env(setup.smoke, JUPYTER_PATH=str(dirs["jupyter"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]))
-    args = [lab, student] + (["--feedback"] if feedback_dir is not None else [])
-    code, log = run_worker(args, course, student_timeout, env)
-    (base / "grading.log").write_text(log)
-    autograded = course / "autograded" / student / lab
     try:
+        from course_utils.tooling.grading.course import base_config
+
+        config = base_config(course, cell_timeout=setup.cell_timeout, autograding=True) + GRADING_CONFIG.format(
+            cell_timeout=int(setup.cell_timeout), kernel=KERNEL_NAME, connection=str(dirs["runtime"] / "kernel.json"),
+            expected=str(setup.expected_path), sandboxed=setup.sandboxed)
+        (course / "nbgrader_config.py").write_text(config)
+        env = tool_env(setup.smoke, JUPYTER_PATH=str(dirs["jupyter"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]))
+        args = [lab, student] + (["--feedback"] if feedback_dir is not None else [])
+        code, log = run_worker(args, course, student_timeout, env)
+        (base / "grading.log").write_text(log)
+        autograded = course / "autograded" / student / lab
         if code != 0 or not all((autograded / f"{n}.ipynb").exists() for n in setup.notebooks):
             return GradeRow(student, lab, 0.0, setup.max_score, "error", _autograde_failure(log, code), flags, label)
         from nbgrader.api import Gradebook
@@ -386,6 +400,7 @@ def grade_student(setup: LabSetup, student: str, submissions: Path, slot: int, s
         return row
     finally:
         shutil.rmtree(base / "sandbox", ignore_errors=True)  # nothing the kernel wrote outlives its run
+        _remove_runtime(dirs)
 
 
 def grade_submissions(lab: str, submissions: str | os.PathLike, out_csv: str | os.PathLike | None = None, *,
