@@ -94,7 +94,7 @@ def test_calculator_tool_formats_and_errors_become_observations():
     assert calculator("22.4 * 9 / 5 + 32") == "72.32"
     assert calculator("6 * 7") == "42"
     trace = run_agent(ScriptedLLM(['Action: calculator\nAction Input: {"expression": "__import__(\'os\')"}',
-                                   "Final Answer: none"]), [course_tools()["calculator"]], "q")
+                                   "Final Answer: none"]), [course_tools()["calculator"]], "q", tool_timeout=60)
     assert trace.steps[0].error == "tool" and "only these functions" in trace.steps[0].observation
     assert trace.steps[0].attempts == 1  # a permanent error is not retried
 
@@ -183,7 +183,8 @@ def test_the_loop_recovers_from_each_transient_fault_by_retrying(service, fault,
     monkeypatch.setattr(loop_module.time, "sleep", waits.append)
     flaky = FlakyWeather(service.url, fault)
     action = 'Action: weather\nAction Input: {"city": "Lima", "date": "2026-01-15"}'
-    trace = run_agent(ScriptedLLM([action, "Final Answer: done"]), [flaky.tool], "q", max_retries=2, backoff=0.25)
+    trace = run_agent(ScriptedLLM([action, "Final Answer: done"]), [flaky.tool], "q", max_retries=2, backoff=0.25,
+                      tool_timeout=60)
     step = trace.steps[0]
     assert step.error is None and step.attempts == 2 and len(step.failures) == 1
     assert step.observation == describe(weather_report("Lima", "2026-01-15"))
@@ -198,7 +199,7 @@ def test_the_loop_reports_a_fault_that_persists_and_the_model_sees_it(service, m
     flaky = FlakyWeather(service.url, "server_error", failures=10)
     action = 'Action: weather\nAction Input: {"city": "Lima", "date": "2026-01-15"}'
     llm = ScriptedLLM([action, "Final Answer: I could not get the weather."])
-    trace = run_agent(llm, [flaky.tool], "q", max_retries=2, backoff=0.25, max_wait=0.6)
+    trace = run_agent(llm, [flaky.tool], "q", max_retries=2, backoff=0.25, max_wait=0.6, tool_timeout=60)
     step = trace.steps[0]
     assert step.error == "transient" and step.attempts == 3 and waits == [0.25, 0.5]  # exponential backoff
     assert step.observation.startswith("Error: the weather service failed (HTTP 500)") and "3 times" in step.observation
@@ -325,7 +326,8 @@ def test_loop_detection_stops_repeats_without_calling_the_tool_again():
     tool = Tool(name="calculator", description="c", fn=lambda expression: calls.append(expression) or "4",
                 parameters={"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]})
     action = 'Action: calculator\nAction Input: {"expression": "2+2"}'
-    trace = run_agent(ScriptedLLM([action], repeat_last=True), [tool], "q", max_steps=10, repeat_limit=2)
+    trace = run_agent(ScriptedLLM([action], repeat_last=True), [tool], "q", max_steps=10, repeat_limit=2,
+                      tool_timeout=60)
     assert trace.status == "loop" and trace.answer == LOOP_GIVE_UP
     assert len(trace.steps) == 3 and calls == ["2+2"] and [s.error for s in trace.steps] == [None, "repeat", "repeat"]
     assert "you already called calculator" in trace.steps[1].observation
