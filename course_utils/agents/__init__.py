@@ -28,8 +28,8 @@ import importlib
 _EXPORTS = {
     "calculator": ["CalculatorError", "calculate", "calculator_tool", "format_number"],
     "encyclopedia": ["Country", "Encyclopedia", "load_countries", "render_article"],
-    "weather": ["FAULTS", "WeatherClient", "local_weather_tool", "weather_report", "weather_service"],
-    "tools": ["Tool", "ToolError", "ToolTimeout", "TransientToolError", "call_with_timeout", "course_tools"],
+    "weather": ["FAULTS", "WeatherClient", "course_tools", "local_weather_tool", "weather_report", "weather_service"],
+    "tools": ["Tool", "ToolError", "ToolTimeout", "TransientToolError", "call_with_timeout"],
     "parsing": ["ParsedAction", "parse_action", "parse_tool_call"],
     "prompts": ["HERMES_TOOL_TEMPLATE", "react_system_prompt", "render_prompt", "supports_tools"],
     "loop": ["Agent", "AgentRun", "ConversationMemory", "GIVE_UP", "LOOP_GIVE_UP", "Step", "Trace", "run_agent",

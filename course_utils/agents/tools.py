@@ -124,14 +124,3 @@ def tool_table(tools: Any) -> dict[str, Tool]:
         table[t.name] = t
     return table
 
-
-def course_tools(weather: Tool | None = None, encyclopedia: Any = None, k: int = 2) -> dict[str, Tool]:
-    """The chapter's three tools by name: ``search`` (the encyclopedia, ``k`` passages), ``weather``
-    (``weather``, e.g. ``WeatherClient(url).tool()``; the in-process one if None) and ``calculator``."""
-    from course_utils.agents.calculator import calculator_tool
-    from course_utils.agents.encyclopedia import Encyclopedia
-    from course_utils.agents.weather import local_weather_tool
-
-    encyclopedia = encyclopedia if encyclopedia is not None else Encyclopedia()
-    return {"search": encyclopedia.tool(k), "weather": weather if weather is not None else local_weather_tool(),
-            "calculator": calculator_tool()}

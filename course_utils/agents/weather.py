@@ -297,5 +297,16 @@ def local_weather_tool() -> Tool:
     return Tool.from_function(weather)
 
 
+def course_tools(weather: Tool | None = None, encyclopedia: Any = None, k: int = 2) -> dict[str, Tool]:
+    """The chapter's three tools by name: ``search`` (the encyclopedia, ``k`` passages), ``weather``
+    (``weather``, e.g. ``WeatherClient(url).tool()``; the in-process one if None) and ``calculator``."""
+    from course_utils.agents.calculator import calculator_tool
+    from course_utils.agents.encyclopedia import Encyclopedia
+
+    encyclopedia = encyclopedia if encyclopedia is not None else Encyclopedia()
+    return {"search": encyclopedia.tool(k), "weather": weather if weather is not None else local_weather_tool(),
+            "calculator": calculator_tool()}
+
+
 if __name__ == "__main__":
     sys.exit(main())
