@@ -28,9 +28,12 @@ class CallCounter:
         self.tokens += tokens
 
 
-def render(tokenizer, messages: list[dict]) -> str:
+def render(tokenizer, messages: list[dict] | str) -> str:
     """The prompt text of ``messages`` through the tokenizer's chat template, ending where the
-    assistant starts to answer."""
+    assistant starts to answer. A string is taken as an already rendered prompt and returned as it is
+    (chapter 09 renders prompts with the template's tool format)."""
+    if isinstance(messages, str):
+        return messages
     checks.non_empty("messages", messages)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

@@ -85,6 +85,12 @@ def cmd_serve(args) -> int:
     return serve_main(args.serve_argv)
 
 
+def cmd_weather(args) -> int:
+    from course_utils.agents.weather import main as weather_main
+
+    return weather_main(args.weather_argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llm-course", description="LLM Engineering course tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -128,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(srv)
     srv.set_defaults(func=cmd_serve)
 
+    from course_utils.agents.weather import build_parser as weather_parser
+
+    w = sub.add_parser("weather", help="the weather API of chapter 09 on a loopback port, until Ctrl-C "
+                       "(--port, --fault-rate, --seed, --slow-seconds, --retry-after)",
+                       parents=[weather_parser()], add_help=False)
+    w.set_defaults(func=cmd_weather)
+
     lab = sub.add_parser("lab", help="open JupyterLab on the course")
     lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
     lab.set_defaults(func=cmd_lab)
@@ -138,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":  # the server parses its own flags (same parser)
         args.serve_argv = list(sys.argv[2:] if argv is None else argv[1:])
+    if args.command == "weather":  # so does the weather service
+        args.weather_argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:
