@@ -11,3 +11,10 @@ def test_dynamic_code_flags_hidden_code_but_not_torch_eval_mode():
     assert dynamic_code("y = eval('1 + 1')") == ["eval"]
     # a torch module's evaluation mode is not the builtin eval
     assert dynamic_code("def merge(m):\n    m.train()\n    return m.eval()") == []
+
+
+def test_json_loads_is_data_but_pickle_loads_is_flagged():
+    # an agent's action parser reads JSON arguments: nothing to review
+    assert dynamic_code("import json\nargs = json.loads(text)") == []
+    assert dynamic_code("import pickle\nf = pickle.loads(blob)") == ["loads"]
+    assert dynamic_code("import marshal\nc = marshal.loads(blob)") == ["loads", "marshal"]

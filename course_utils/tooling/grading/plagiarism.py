@@ -94,6 +94,9 @@ def dynamic_code(source: str) -> list[str]:
             name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
             if name == "eval" and isinstance(f, ast.Attribute) and not node.args and not node.keywords:
                 continue  # model.eval(): torch's evaluation mode, not the builtin
+            if name == "loads" and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) \
+                    and f.value.id == "json":
+                continue  # json.loads decodes data, not code (pickle.loads and marshal.loads stay flagged)
             if name in _DYNAMIC:
                 found.add(name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
