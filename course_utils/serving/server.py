@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 def gateway_command(port: int, *args: str, host: str = "127.0.0.1") -> list[str]:
     """The command that starts the course's gateway (``python -m course_utils.serving.api``)."""
     return [sys.executable, "-m", "course_utils.serving.api", "--host", host, "--port", str(port), *args]
+
+
+def _die_with_parent():
+    """On Linux, when called from the main thread: a function for ``Popen(preexec_fn=...)`` that asks the
+    kernel to SIGTERM the child when this process dies, so a killed notebook kernel or test run leaves
+    no server behind (``stop()`` is the normal path). ``PR_SET_PDEATHSIG`` fires when the *thread*
+    that forked exits, hence main thread only; elsewhere ``None``."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return arm
 
 
 class ManagedServer:
@@ -64,7 +82,7 @@ class ManagedServer:
         t0 = time.perf_counter()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent())
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with code {self.process.returncode} before it was ready; "

@@ -239,6 +239,22 @@ def test_service_stops_and_its_process_is_gone():
         assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
 
 
+def test_service_dies_with_a_killed_process_that_started_it():
+    """A notebook kernel killed mid-run (no __exit__) must not leave the service behind."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nfrom course_utils.agents import weather_service\nsvc = weather_service().start()\n"
+            "print(svc.process.pid, flush=True)\nos.kill(os.getpid(), 9)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the service outlived the process that started it"
+        time.sleep(0.2)
+
+
 # ---------------------------------------------------------------- parsing
 
 @pytest.mark.parametrize("text, expected", [
