@@ -92,28 +92,27 @@ def success_by_hops(rows: Sequence[dict[str, Any]]) -> dict[int, float]:
     return {h: sum(v) / len(v) for h, v in sorted(by.items())}
 
 
-def pass_hat_k(results: Sequence[Sequence[bool]], k: int) -> float:
-    """τ-bench's pass^k: ``mean over tasks of C(c, k) / C(n, k)`` for a task with ``c`` successes in
-    ``n`` trials (``results[task]`` is the list of trial outcomes; every task needs n ≥ k)."""
+def _trial_counts(results: Sequence[Sequence[bool]], k: int, metric: str) -> list[tuple[int, int]]:
+    """``(n, c)`` per task: trials and successes, each task with at least ``k`` trials."""
     checks.positive_int(k=k)
     checks.non_empty("results", results)
-    total = 0.0
+    counts = []
     for i, trials in enumerate(results):
         n, c = len(trials), sum(bool(t) for t in trials)
         if n < k:
-            raise ValueError(f"results[{i}] has {n} trials; pass^k needs at least k={k}")
-        total += math.comb(c, k) / math.comb(n, k)
-    return total / len(results)
+            raise ValueError(f"results[{i}] has {n} trials; {metric} needs at least k={k}")
+        counts.append((n, c))
+    return counts
+
+
+def pass_hat_k(results: Sequence[Sequence[bool]], k: int) -> float:
+    """τ-bench's pass^k: ``mean over tasks of C(c, k) / C(n, k)`` for a task with ``c`` successes in
+    ``n`` trials (``results[task]`` is the list of trial outcomes; every task needs n ≥ k)."""
+    counts = _trial_counts(results, k, "pass^k")
+    return sum(math.comb(c, k) / math.comb(n, k) for n, c in counts) / len(counts)
 
 
 def pass_at_k(results: Sequence[Sequence[bool]], k: int) -> float:
     """pass@k: ``mean over tasks of 1 − C(n − c, k) / C(n, k)`` (at least one of k trials succeeds)."""
-    checks.positive_int(k=k)
-    checks.non_empty("results", results)
-    total = 0.0
-    for i, trials in enumerate(results):
-        n, c = len(trials), sum(bool(t) for t in trials)
-        if n < k:
-            raise ValueError(f"results[{i}] has {n} trials; pass@k needs at least k={k}")
-        total += 1 - math.comb(n - c, k) / math.comb(n, k)
-    return total / len(results)
+    counts = _trial_counts(results, k, "pass@k")
+    return sum(1 - math.comb(n - c, k) / math.comb(n, k) for n, c in counts) / len(counts)
