@@ -53,13 +53,8 @@ from course_utils.inference import (
     training_memory,
     weight_bytes,
 )
-from course_utils.runtime import torch_threads
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_llama(seed: int = 0, vocab: int = 64, layers: int = 2, hidden: int = 64):

@@ -101,13 +101,8 @@ import torch  # noqa: E402
 
 from course_utils.prompting import answers, constrained, injection, prompts, self_consistency, tot  # noqa: E402
 from course_utils.prompting.llm import CallCounter, chat_generate, render  # noqa: E402
-from course_utils.runtime import torch_threads  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -49,15 +49,8 @@ from course_utils.rag import (
 from course_utils.rag.chunking import default_tokenizer
 from course_utils.rag.generation import RAGAnswer, rag_messages
 from course_utils.rag.retrievers import Hit
-from course_utils.runtime import torch_threads
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two torch threads on a 2-core machine shared with other jobs run 10-20x slower than one
-    (OpenMP threads wait on each other); these small models lose nothing with one thread."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL_TOPICS = ["pass", "break", "continue", "lambda", "assert", "del", "global", "nonlocal", "await",

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from course_utils.arch.attention import causal_attention
-from course_utils.runtime import torch_threads
 from course_utils.serving import (
     BlockAllocator,
     BlockTable,
@@ -29,11 +28,7 @@ from course_utils.serving import (
     request_latencies,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- allocator ----
