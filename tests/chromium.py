@@ -7,10 +7,10 @@ process group) and removes the profile on exit, whatever happened.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -41,14 +42,14 @@ class Browser:
         self._next_id = 0
 
     def _targets(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=10) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=60) as resp:
             return json.load(resp)
 
     def _connect(self) -> None:
         import websocket  # websocket-client
 
         page = next(t for t in self._targets() if t.get("type") == "page")
-        self._ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self._ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=120, suppress_origin=True)
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
         """Send one CDP command and return its result (events in between are skipped)."""
@@ -70,7 +71,7 @@ class Browser:
             raise RuntimeError(f"JavaScript error: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def open(self, url: str, timeout: float = 30.0) -> None:
+    def open(self, url: str, timeout: float = 120.0) -> None:
         """Navigate to ``url`` and wait until the page and all its images have loaded."""
         self.send("Page.navigate", url=url)
         deadline = time.monotonic() + timeout
@@ -87,29 +88,42 @@ class Browser:
             self._ws.close()
 
 
+def _devtools_port(path: Path) -> int | None:
+    """The port in Chromium's ``DevToolsActivePort`` file (first line), or None until it is written in full."""
+    try:
+        first, _ = path.read_text().split("\n", 1)
+        return int(first)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
-def headless_chromium(timeout: float = 60.0) -> Iterator[Browser]:
-    """A started headless Chromium (``Browser``), stopped on exit."""
+def headless_chromium(timeout: float = 180.0) -> Iterator[Browser]:
+    """A started headless Chromium (``Browser``), stopped on exit.
+
+    Chromium writes its DevTools port to ``<profile>/DevToolsActivePort`` once it listens; that file is polled
+    (a loaded machine can take many seconds), while a thread drains its log so it never blocks on a full pipe.
+    """
     exe = chromium_path()
     if exe is None:
         raise FileNotFoundError("chromium is not installed: apt-get install chromium")
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "TMPDIR": profile})  # its singleton-socket folder goes with the profile
+    log: collections.deque[str] = collections.deque(maxlen=20)
+    threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True).start()
     browser = None
     try:
-        deadline = time.monotonic() + timeout
-        port = None
+        port, deadline = None, time.monotonic() + timeout
         while port is None:
-            line = proc.stderr.readline()
-            match = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
-            if match:
-                port = int(match.group(1))
-            elif not line and proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with status {proc.returncode} before DevTools started")
-            elif time.monotonic() > deadline:
-                raise TimeoutError("chromium did not start DevTools in time")
-        threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain the log so chromium never blocks
+            port = _devtools_port(Path(profile) / "DevToolsActivePort")
+            if port is None and proc.poll() is not None:
+                raise RuntimeError(f"chromium exited with status {proc.returncode} before DevTools started; "
+                                   f"its last log lines: {list(log)}")
+            if port is None and time.monotonic() > deadline:
+                raise TimeoutError(f"chromium did not start DevTools in {timeout:.0f} s; its last log lines: {list(log)}")
+            time.sleep(0.2)
         browser = Browser(port)
         yield browser
     finally:
