@@ -59,6 +59,8 @@ class ManagedServer:
         startup_timeout: seconds to wait for readiness (the process dying first is reported with its log).
         stop_timeout: seconds between SIGTERM and SIGKILL.
         env: extra environment variables.
+        log_path: where its output goes; by default a temporary file, removed when the ``with`` block ends
+            without an error (kept after an error, or after an explicit ``stop()``, to be read).
     """
 
     def __init__(self, command: Sequence[str], url: str, *, ready_path: str = "/health", startup_timeout: float = 180,
@@ -69,6 +71,7 @@ class ManagedServer:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.env = {**os.environ, **(env or {})}
+        self._own_log = log_path is None
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="llm-course-server-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
@@ -123,5 +126,7 @@ class ManagedServer:
     def __enter__(self) -> ManagedServer:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.stop()
+        if self._own_log and exc_type is None:
+            self.log_path.unlink(missing_ok=True)

@@ -235,8 +235,10 @@ def test_service_stops_and_its_process_is_gone():
         proc = psutil.Process(svc.process.pid)
         children = proc.children(recursive=True)
         assert httpx.get(f"{svc.url}/health", timeout=5).json() == {"status": "ok"}
+        assert svc.log_path.exists()
     for p in [proc, *children]:
         assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    assert not svc.log_path.exists(), "its temporary log file is removed after a clean exit"
 
 
 def test_service_dies_with_a_killed_process_that_started_it():
