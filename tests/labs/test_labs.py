@@ -59,7 +59,8 @@ def test_reference_gets_full_marks_and_release_fails(lab, tmp_path):
     save(subs, "unchanged_release", lab, read(ROOT / "labs" / lab / f"{lab}.ipynb"))
     out = tmp_path / "grades.csv"
     proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", lab, "--submissions", str(subs),
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                           "--out", str(out), "--jobs", "2"],  # both students at once (test_grading_robustness: same grades)
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["student_id"]: r for r in csv.DictReader(out.open())}
     ref, blank = rows["reference"], rows["unchanged_release"]
