@@ -27,6 +27,8 @@ from tests.labs.helpers import hidden_lines, read, save
 
 pytestmark = pytest.mark.slow
 CELL_TIMEOUT = 20
+# a kernel that ignores interrupts holds its slot this long (an honest lab00 submission needs ~15-40 s)
+STUDENT_TIMEOUT = 200
 
 
 def llm_course_by_full_path() -> Path:
@@ -83,7 +85,7 @@ def grade_class(lab: str, students: dict, tmp: Path, *, jobs: int, cell_timeout:
     env["PATH"] = "/usr/bin:/bin"  # nothing of the course's environment on PATH
     proc = subprocess.run([str(llm_course_by_full_path()), "grade", lab, "--submissions", str(subs), "--out", str(out),
                            "--work-dir", str(tmp / "work"), "--cell-timeout", str(cell_timeout),
-                           "--student-timeout", "400", "--jobs", str(jobs)],
+                           "--student-timeout", str(STUDENT_TIMEOUT), "--jobs", str(jobs)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["student_id"]: r for r in csv.DictReader(out.open())}
