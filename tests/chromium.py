@@ -115,13 +115,12 @@ def headless_chromium(timeout: float = 180.0) -> Iterator[Browser]:
     threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True).start()
     browser = None
     try:
-        port, deadline = None, time.monotonic() + timeout
-        while port is None:
-            port = _devtools_port(Path(profile) / "DevToolsActivePort")
-            if port is None and proc.poll() is not None:
+        deadline = time.monotonic() + timeout
+        while (port := _devtools_port(Path(profile) / "DevToolsActivePort")) is None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"chromium exited with status {proc.returncode} before DevTools started; "
                                    f"its last log lines: {list(log)}")
-            if port is None and time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 raise TimeoutError(f"chromium did not start DevTools in {timeout:.0f} s; its last log lines: {list(log)}")
             time.sleep(0.2)
         browser = Browser(port)
