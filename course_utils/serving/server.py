@@ -59,8 +59,8 @@ class ManagedServer:
         startup_timeout: seconds to wait for readiness (the process dying first is reported with its log).
         stop_timeout: seconds between SIGTERM and SIGKILL.
         env: extra environment variables.
-        log_path: where its output goes; by default a temporary file, removed when the ``with`` block ends
-            without an error (kept after an error, or after an explicit ``stop()``, to be read).
+        log_path: where its output goes; by default a temporary file, removed by ``stop()`` (its text stays
+            readable through ``log_text()``) and kept when the ``with`` block ends with an error, to be read.
     """
 
     def __init__(self, command: Sequence[str], url: str, *, ready_path: str = "/health", startup_timeout: float = 180,
@@ -75,9 +75,12 @@ class ManagedServer:
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="llm-course-server-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
+        self._stopped_log: str | None = None  # the text of our own log once stop() removed the file
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        if self.log_path.exists():
+            return self.log_path.read_text(errors="replace")
+        return self._stopped_log or ""
 
     def start(self) -> ManagedServer:
         import httpx
@@ -107,8 +110,11 @@ class ManagedServer:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
-    def stop(self) -> int | None:
-        """SIGTERM, wait up to ``stop_timeout``, then SIGKILL the process group. Returns the exit code."""
+    def stop(self, *, keep_log: bool = False) -> int | None:
+        """SIGTERM, wait up to ``stop_timeout``, then SIGKILL the process group. Returns the exit code.
+
+        Our own temporary log is then read into memory (``log_text()`` still answers) and removed, unless
+        ``keep_log``."""
         if self.process is None:
             return None
         self.terminate()
@@ -121,12 +127,13 @@ class ManagedServer:
         except (ProcessLookupError, PermissionError):
             pass
         self.process.wait()
+        if self._own_log and not keep_log and self.log_path.exists():
+            self._stopped_log = self.log_text()
+            self.log_path.unlink()
         return self.process.returncode
 
     def __enter__(self) -> ManagedServer:
         return self.start()
 
     def __exit__(self, exc_type, *exc) -> None:
-        self.stop()
-        if self._own_log and exc_type is None:
-            self.log_path.unlink(missing_ok=True)
+        self.stop(keep_log=exc_type is not None)

@@ -241,6 +241,19 @@ def test_service_stops_and_its_process_is_gone():
     assert not svc.log_path.exists(), "its temporary log file is removed after a clean exit"
 
 
+def test_service_log_is_removed_by_stop_but_kept_after_an_error():
+    svc = weather_service().start()
+    httpx.get(f"{svc.url}/health", timeout=5)
+    svc.stop()
+    assert not svc.log_path.exists() and "weather API on" in svc.log_text(), "stop() keeps the text, not the file"
+    with pytest.raises(KeyError):
+        with weather_service() as failed:
+            raise KeyError("a failing block")
+    assert failed.log_path.exists(), "the log is kept to be read after an error"
+    assert "weather API on" in failed.log_text()
+    failed.log_path.unlink()
+
+
 def test_service_dies_with_a_killed_process_that_started_it():
     """A notebook kernel killed mid-run (no __exit__) must not leave the service behind."""
     import subprocess
