@@ -18,14 +18,17 @@ from course_utils import checks
 
 @dataclass
 class CallCounter:
-    """Running totals: ``calls`` (completions generated) and ``tokens`` (new tokens)."""
+    """Running totals: ``calls`` (completions generated), ``tokens`` (new tokens) and ``cut``
+    (completions that used all ``max_new_tokens`` without ending: possibly cut off mid-answer)."""
 
     calls: int = 0
     tokens: int = 0
+    cut: int = 0
 
-    def add(self, calls: int, tokens: int) -> None:
+    def add(self, calls: int, tokens: int, cut: int = 0) -> None:
         self.calls += calls
         self.tokens += tokens
+        self.cut += cut
 
 
 def render(tokenizer, messages: list[dict] | str) -> str:
@@ -78,7 +81,7 @@ def chat_generate(model, tokenizer, conversations: list[list[dict]], *, max_new_
                 ends = (new == tokenizer.pad_token_id) | (new == tokenizer.eos_token_id)
                 lengths = torch.where(ends.any(1), ends.int().argmax(1) + 1, torch.full_like(ends[:, 0], new.shape[1],
                                                                                            dtype=torch.long))
-                counter.add(rows, int(lengths.sum()))
+                counter.add(rows, int(lengths.sum()), int((~ends.any(1)).sum()))
             out += [[d.strip() for d in decoded[j:j + n]] for j in range(0, len(decoded), n)]
     finally:
         tokenizer.padding_side = side

@@ -260,6 +260,12 @@ def test_constrained_json_is_always_schema_valid(tiny, tokenizer):
     texts = [t for row in out for t in row]
     assert len(texts) == 6 and counter.calls == 6
     assert all(constrained.schema_valid(t, SCHEMA) for t in texts), texts
+    assert counter.cut == 0, "every constrained completion ended by itself"
+    short = CallCounter()
+    cut = constrained.constrained_generate(tiny, tokenizer, convs, constrained.grammar(schema=SCHEMA),
+                                           max_new_tokens=3, counter=short)
+    assert short.cut == short.calls == 3 and short.tokens == 9, "a 3-token budget cuts every JSON object"
+    assert not any(constrained.schema_valid(t[0], SCHEMA) for t in cut)
 
 
 def test_constrained_regex_and_choices(tiny, tokenizer):
