@@ -98,3 +98,13 @@ def test_colab_badge_and_setup_cell_use_the_project_url(path):
 def test_there_are_notebooks_and_labs():
     assert any(p.parent.name == "notebooks" for p in NOTEBOOKS)
     assert any(p.parent.parent.name == "solutions" for p in NOTEBOOKS)
+
+
+def test_readme_course_map_lists_every_chapter_and_lab():
+    """The README's course map has a row per chapter notebook, naming it, and names every lab."""
+    readme = (ROOT / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if re.match(r"\| \d\d \|", line)}
+    for nb in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"):
+        assert nb.stem[:2] in rows and f"`{nb.stem}`" in rows[nb.stem[:2]], f"README course map: no row for {nb.name}"
+    for lab in (ROOT / "solutions").glob("lab*"):
+        assert f"`{lab.name}`" in readme, f"README course map does not name {lab.name}"
