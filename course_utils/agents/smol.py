@@ -139,12 +139,14 @@ def make_agent(kind: str, tools: Sequence[Tool], model, *, max_steps: int = 6):
     checks.positive_int(max_steps=max_steps)
     wrapped = [to_smolagents(t) for t in tools]
     cls = smolagents.ToolCallingAgent if kind == "tool_calling" else smolagents.CodeAgent
-    return cls(tools=wrapped, model=model, max_steps=max_steps, verbosity_level=0)
+    # smolagents' own console log is off: each run's step errors are returned by run_smolagents
+    return cls(tools=wrapped, model=model, max_steps=max_steps, verbosity_level=smolagents.LogLevel.OFF)
 
 
 def run_smolagents(agent, questions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run ``agent`` on each question: ``{"answer", "steps", "error"}`` per question (a run that hits
-    smolagents' step limit returns its own forced final answer)."""
+    """Run ``agent`` on each question: ``{"answer", "steps", "error", "step_errors"}`` per question (a run
+    that hits smolagents' step limit returns its own forced final answer; ``step_errors`` lists the
+    errors smolagents fed back to the model, e.g. an output it could not parse)."""
     out = []
     for q in questions:
         error = None
@@ -152,6 +154,8 @@ def run_smolagents(agent, questions: Sequence[dict[str, Any]]) -> list[dict[str,
             answer = agent.run(q["question"], reset=True)
         except Exception as err:  # noqa: BLE001 - a framework failure is a failed run, recorded
             answer, error = None, f"{type(err).__name__}: {err}"
-        steps = sum(1 for s in agent.memory.steps if type(s).__name__ == "ActionStep")
-        out.append({"answer": None if answer is None else str(answer), "steps": steps, "error": error})
+        actions = [s for s in agent.memory.steps if type(s).__name__ == "ActionStep"]
+        step_errors = [str(s.error) for s in actions if getattr(s, "error", None) is not None]
+        out.append({"answer": None if answer is None else str(answer), "steps": len(actions), "error": error,
+                    "step_errors": step_errors})
     return out

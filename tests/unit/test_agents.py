@@ -522,12 +522,12 @@ def test_smolagents_runs_our_wrapped_tools(kind, tools):
     questions = load_questions("heldout")[::12]
     agent = make_agent(kind, list(tools.values()), PolicyModel(OraclePolicy(), list(tools), kind), max_steps=8)
     results = run_smolagents(agent, questions)
-    assert all(r["error"] is None for r in results)
+    assert all(r["error"] is None and r["step_errors"] == [] for r in results)
     assert all(score_answer(r["answer"], q) for r, q in zip(results, questions))
     assert [r["steps"] for r in results] == [q["hops"] + 1 for q in questions]
 
 
-def test_smolagents_shows_a_tool_error_to_the_model(tools):
+def test_smolagents_shows_a_tool_error_to_the_model(tools, capsys):
     from course_utils.agents.smol import PolicyModel, make_agent, run_smolagents
 
     llm = ScriptedLLM(['Action: calculator\nAction Input: {"expression": "1/0"}', "Final Answer: undefined"])
@@ -535,6 +535,8 @@ def test_smolagents_shows_a_tool_error_to_the_model(tools):
     result = run_smolagents(agent, [{"question": "What is 1/0?"}])[0]
     assert result["answer"] == "undefined" and result["steps"] == 2
     assert "division by zero" in llm.calls[1][-1]["content"]
+    assert len(result["step_errors"]) == 1 and "division by zero" in result["step_errors"][0]
+    assert "division by zero" not in capsys.readouterr().out, "returned, not printed to the console"
 
 
 def test_weather_cli_command_is_registered():
