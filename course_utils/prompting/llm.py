@@ -79,9 +79,10 @@ def chat_generate(model, tokenizer, conversations: list[list[dict]], *, max_new_
             decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
             if counter is not None:
                 ends = (new == tokenizer.pad_token_id) | (new == tokenizer.eos_token_id)
-                lengths = torch.where(ends.any(1), ends.int().argmax(1) + 1, torch.full_like(ends[:, 0], new.shape[1],
-                                                                                           dtype=torch.long))
-                counter.add(rows, int(lengths.sum()), int((~ends.any(1)).sum()))
+                ended = ends.any(1)
+                lengths = torch.where(ended, ends.int().argmax(1) + 1, torch.full_like(ends[:, 0], new.shape[1],
+                                                                                       dtype=torch.long))
+                counter.add(rows, int(lengths.sum()), int((~ended).sum()))
             out += [[d.strip() for d in decoded[j:j + n]] for j in range(0, len(decoded), n)]
     finally:
         tokenizer.padding_side = side
